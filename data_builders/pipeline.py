@@ -1,0 +1,389 @@
+"""``ssrl build``: sources → candidates → samples → parquet, deterministic for any number of workers.
+
+Candidates are planned in fixed-size windows. Within a window they run in parallel; results are consumed in
+plan order, and everything that steers planning (which tasks are full, which sources are broken) changes only
+between windows. So the output depends on the config and seed alone, never on worker count or timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import ssrl_plugin
+from ssrl_plugin.config import BuildConfig
+from ssrl_plugin.dataset import Candidate, TaskStream, generate, weighted_round_robin
+from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
+from ssrl_plugin.registry import Task, create_task
+from ssrl_plugin.seeding import key_to_int
+from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
+
+from .records import Record, encode
+from .writers import DatasetWriter, file_sha256
+
+SPLITS = ("train", "val")
+OUTPUT_ENTRIES = ("easyr1", "verl", "images", "manifest.json")
+
+
+# ----------------------------------------------------------------------------------------------- sources
+@dataclass
+class Pools:
+    rgb: list[SourceRef]
+    rgbd: list[SourceRef]
+    skipped: list[tuple[str, str]]
+    demo: bool = False
+    rgb_from_rgbd: bool = False
+
+
+def collect_sources(config: BuildConfig) -> Pools:
+    """Discover every configured source (or the demo corpus when none is given)."""
+    skipped: list[tuple[str, str]] = []
+    if not config.rgb and not config.rgbd:
+        from ssrl_plugin.demo import demo_refs
+
+        refs = demo_refs(config.demo.num_rgb, config.demo.num_rgbd, config.demo.width, config.demo.height)
+        return Pools([r for r in refs if not r.has_depth], [r for r in refs if r.has_depth], skipped, demo=True)
+    rgb, rgbd = [], []
+    for spec in config.rgb:
+        refs, bad = discover_rgb(spec)
+        rgb += refs
+        skipped += bad
+    for spec in config.rgbd:
+        refs, bad = discover_rgbd(spec)
+        rgbd += refs
+        skipped += bad
+    for name, pool in (("--rgb", rgb), ("--rgbd", rgbd)):
+        ids = Counter(r.id for r in pool)
+        dup = [i for i, n in ids.items() if n > 1]
+        if dup:
+            raise ConfigError(f"{name}: source id {dup[0]!r} appears twice; give folders with distinct names")
+    pools = Pools(sorted(rgb, key=lambda r: r.id), sorted(rgbd, key=lambda r: r.id), skipped)
+    if not pools.rgb and pools.rgbd:  # RGB tasks fall back to the images of the RGB-D pairs
+        pools.rgb, pools.rgb_from_rgbd = list(pools.rgbd), True
+    return pools
+
+
+def split_sources(seed: int, pools: Pools, val_fraction: float) -> set[str]:
+    """Source ids that go to validation: a seeded hash threshold over ids (the same decision in every pool),
+    plus each pool's lowest-hash source so a non-empty fraction always yields a validation set."""
+    if val_fraction <= 0:
+        return set()
+    limit = val_fraction * 2**128
+    val: set[str] = set()
+    for pool in (pools.rgb, pools.rgbd):
+        if len(pool) < 2:
+            continue
+        keyed = sorted(pool, key=lambda r: key_to_int(seed, "split", r.id))
+        val.add(keyed[0].id)
+        val.update(r.id for r in keyed if key_to_int(seed, "split", r.id) < limit)
+    return val
+
+
+# ----------------------------------------------------------------------------------------------- workers
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: dict[str, Any]) -> None:
+    _WORKER["seed"] = config["seed"]
+    _WORKER["max_attempts"] = config["max_attempts"]
+    _WORKER["load"] = LoadOptions(**config["source"])
+    _WORKER["output"] = config["output"]
+    _WORKER["tasks"] = {name: create_task(name, config["task"].get(name)) for name in config["_active"]}
+    _WORKER["cache"] = (None, None)
+
+
+def _load(ref: SourceRef):
+    cached_id, cached = _WORKER["cache"]
+    if cached_id == ref.id:
+        return cached
+    source = load_source(ref, _WORKER["load"])
+    _WORKER["cache"] = (ref.id, source)
+    return source
+
+
+def _run(candidate: Candidate) -> tuple[str, Any]:
+    """One candidate → ("ok", Record, rejects) | ("rejected", rejects) | ("source_error", reason)."""
+    task: Task = _WORKER["tasks"][candidate.task]
+    try:
+        source = _load(candidate.source)
+    except SourceError as exc:
+        return ("source_error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the build; the file is reported
+        return ("source_error", f"{candidate.source.rgb_path or candidate.source.id}: {type(exc).__name__}: {exc}")
+    result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
+    if result.sample is None:
+        return ("rejected", result.rejects)
+    out = _WORKER["output"]
+    record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
+    return ("ok", record, result.rejects)
+
+
+class Executor:
+    """Ordered map over a window of candidates: in-process for one worker, a process pool otherwise."""
+
+    def __init__(self, config: dict[str, Any], workers: int):
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
+        else:
+            _init_worker(config)
+
+    def map(self, candidates: list[Candidate]) -> Iterator[tuple[str, Any]]:
+        if self.pool is None:
+            return map(_run, candidates)
+        return self.pool.imap(_run, candidates, chunksize=max(1, len(candidates) // (self.workers * 8)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+
+
+# ----------------------------------------------------------------------------------------------- planning
+def largest_remainder(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Integer quotas summing to ``total``, proportional to ``weights`` (ties broken by name)."""
+    wsum = sum(weights.values())
+    if total <= 0 or wsum <= 0:
+        return dict.fromkeys(weights, 0)
+    exact = {k: total * w / wsum for k, w in weights.items()}
+    quotas = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - quotas[k]), k))[: total - sum(quotas.values())]:
+        quotas[k] += 1
+    return quotas
+
+
+@dataclass
+class SplitStats:
+    counts: Counter = field(default_factory=Counter)  # (task, variant) -> n
+    answers: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    rejected: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    candidates: Counter = field(default_factory=Counter)
+    shortfall: dict[str, int] = field(default_factory=dict)
+
+
+def run_split(split: str, quotas: dict[str, int], streams: dict[str, TaskStream], config: BuildConfig,
+              executor: Executor, writer: DatasetWriter, bad_sources: dict[str, str], bar: tqdm) -> SplitStats:
+    stats = SplitStats()
+    built = Counter()
+    limit = {t: int(q * config.max_candidates_factor) + len(streams[t].pool) for t, q in quotas.items() if q > 0}
+    weights = {t: float(q) for t, q in quotas.items() if q > 0}
+    next_index = Counter()
+    while weights:
+        schedule = weighted_round_robin(weights)
+        window: list[Candidate] = []
+        while len(window) < config.window and weights:
+            task = next(schedule)
+            cand = streams[task][next_index[task]]
+            next_index[task] += 1
+            if next_index[task] >= limit[task]:
+                weights.pop(task)  # give up on this task: it rejects almost everything
+                schedule = weighted_round_robin(weights) if weights else iter(())
+            if cand.source.id not in bad_sources:
+                window.append(cand)
+        for cand, result in zip(window, executor.map(window)):
+            stats.candidates[cand.task] += 1
+            if built[cand.task] >= quotas[cand.task]:
+                continue
+            kind = result[0]
+            if kind == "ok":
+                record: Record = result[1]
+                writer.write(record)
+                built[cand.task] += 1
+                stats.counts[(record.task, record.variant)] += 1
+                stats.answers[record.task][record.answer] += 1
+                for reason in result[2]:
+                    stats.rejected[cand.task][reason] += 1
+                bar.update(1)
+            elif kind == "rejected":
+                for reason in result[1]:
+                    stats.rejected[cand.task][reason] += 1
+                stats.rejected[cand.task]["gave_up_after_attempts"] += 1
+            else:
+                bad_sources.setdefault(cand.source.id, result[1])
+        # planning state changes only here, between windows
+        for task in list(weights):
+            pool_alive = any(r.id not in bad_sources for r in streams[task].pool)
+            if built[task] >= quotas[task] or not pool_alive:
+                weights.pop(task)
+    stats.shortfall = {t: quotas[t] - built[t] for t in quotas if built[t] < quotas[t]}
+    return stats
+
+
+# ----------------------------------------------------------------------------------------------- build
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+
+    @property
+    def total(self) -> int:
+        return sum(self.manifest["counts"]["total"].values())
+
+
+def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, float]]:
+    """Tasks to build with their weights: those asked for (or all in the mix) whose inputs exist."""
+    wanted = config.tasks or [t for t, w in config.mix.items() if w > 0]
+    active: dict[str, tuple[Task, float]] = {}
+    for name in wanted:
+        task = create_task(name, config.task.get(name))
+        has_input = bool(pools.rgbd) if task.needs_depth else bool(pools.rgb)
+        if not has_input:
+            if config.tasks:
+                kind = "--rgbd (RGB-D)" if task.needs_depth else "--rgb"
+                raise ConfigError(f"tasks: {name!r} needs {kind} sources and none were found")
+            continue
+        weight = config.mix.get(name, 0.0)
+        if weight > 0:
+            active[name] = (task, weight)
+    if not active:
+        raise ConfigError("no task can be built: no usable sources for any task in `tasks`/`mix`")
+    return active
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        present = [e for e in OUTPUT_ENTRIES if (out / e).exists()]
+        if not overwrite:
+            raise ConfigError(f"--out {out}: folder is not empty; pass --overwrite to replace {', '.join(present) or 'it'}")
+        for e in present:
+            p = out / e
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = None) -> BuildResult:
+    """Build the dataset described by ``config`` into ``config.out``; returns the manifest."""
+    if not config.out:
+        raise ConfigError("out: an output folder is required (--out DIR)")
+    out = Path(config.out)
+    started = time.perf_counter()
+    pools = collect_sources(config)
+    if not pools.rgb and not pools.rgbd:
+        reasons = "; ".join(f"{p}: {r}" for p, r in pools.skipped[:3])
+        raise SSRLError("no usable source images found" + (f" ({reasons})" if reasons else ""))
+    tasks = active_tasks(config, pools)
+    prepare_out(out, overwrite)
+
+    val_ids = split_sources(config.seed, pools, config.val_fraction)
+    split_pools = {
+        s: {"rgb": [r for r in pools.rgb if (r.id in val_ids) == (s == "val")],
+            "rgbd": [r for r in pools.rgbd if (r.id in val_ids) == (s == "val")]}
+        for s in SPLITS
+    }
+    n_val = round(config.num_samples * config.val_fraction) if any(split_pools["val"].values()) else 0
+    totals = {"train": config.num_samples - n_val, "val": n_val}
+
+    worker_config = dataclasses.asdict(config)
+    worker_config["_active"] = list(tasks)
+    executor = Executor(worker_config, config.workers)
+    bad_sources: dict[str, str] = {}
+    split_stats: dict[str, SplitStats] = {}
+    files: list[Path] = []
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with tqdm(total=config.num_samples, desc="ssrl build", unit="sample", disable=not show, dynamic_ncols=True) as bar:
+            for split in SPLITS:
+                weights = {}
+                for name, (task, weight) in tasks.items():
+                    weights[name] = weight if split_pools[split]["rgbd" if task.needs_depth else "rgb"] else 0.0
+                quotas = largest_remainder(totals[split], weights)
+                streams = {
+                    name: TaskStream(config.seed, split, name, task.num_slots, split_pools[split]["rgbd" if task.needs_depth else "rgb"])
+                    for name, (task, _) in tasks.items() if quotas[name] > 0
+                }
+                writer = DatasetWriter(out, split, config.output)
+                split_stats[split] = run_split(split, quotas, streams, config, executor, writer, bad_sources, bar)
+                files += writer.close()
+    finally:
+        executor.close()
+
+    elapsed = time.perf_counter() - started
+    manifest = make_manifest(config, pools, val_ids, split_stats, bad_sources, files, out, elapsed)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return BuildResult(out, manifest)
+
+
+def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], split_stats: dict[str, SplitStats],
+                  bad_sources: dict[str, str], files: list[Path], out: Path, elapsed: float) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    total: Counter = Counter()
+    for split, st in split_stats.items():
+        per: dict[str, dict[str, int]] = defaultdict(dict)
+        for (task, variant), n in sorted(st.counts.items()):
+            per[task][variant] = n
+            total[task] += n
+        counts[split] = dict(per)
+    counts["total"] = dict(sorted(total.items()))
+    answers: dict[str, Counter] = defaultdict(Counter)
+    rejected: dict[str, Counter] = defaultdict(Counter)
+    for st in split_stats.values():
+        for task, c in st.answers.items():
+            answers[task].update(c)
+        for task, c in st.rejected.items():
+            rejected[task].update(c)
+    file_hashes = {str(p.relative_to(out)): file_sha256(p) for p in sorted(files)}
+    if not config.output.embed_images:
+        for p in sorted((out / "images").rglob("*")):
+            if p.is_file():
+                file_hashes[str(p.relative_to(out))] = file_sha256(p)
+    content = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(file_hashes.items())).encode()).hexdigest()
+    n = sum(total.values())
+    skipped = [{"path": p, "reason": r} for p, r in pools.skipped]
+    skipped += [{"source": sid, "reason": reason} for sid, reason in sorted(bad_sources.items())]
+    return {
+        "ssrl_version": ssrl_plugin.__version__,
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "sources": {
+            "demo": pools.demo,
+            "rgb": len(pools.rgb),
+            "rgbd": len(pools.rgbd),
+            "rgb_tasks_use_rgbd_images": pools.rgb_from_rgbd,
+            "val_sources": len(val_ids),
+        },
+        "counts": counts,
+        "answers": {t: dict(sorted(c.items())) for t, c in sorted(answers.items())},
+        "rejected": {t: dict(sorted(c.items())) for t, c in sorted(rejected.items())},
+        "candidates": {s: dict(sorted(st.candidates.items())) for s, st in split_stats.items()},
+        "shortfall": {s: st.shortfall for s, st in split_stats.items() if st.shortfall},
+        "skipped_inputs": skipped,
+        "files": file_hashes,
+        "content_hash": content,
+        "wall_time_s": round(elapsed, 3),
+        "samples_per_s": round(n / elapsed, 2) if elapsed > 0 else None,
+    }
+
+
+def summary_table(manifest: dict[str, Any]) -> str:
+    """Plain-text table of samples per task and split, rejections and skipped files."""
+    counts = manifest["counts"]
+    tasks = list(counts["total"])
+    lines = [f"{'task':<10}{'train':>8}{'val':>8}{'rejected':>10}"]
+    for t in tasks:
+        tr = sum(counts.get("train", {}).get(t, {}).values())
+        va = sum(counts.get("val", {}).get(t, {}).values())
+        rj = sum(v for k, v in manifest["rejected"].get(t, {}).items() if k != "gave_up_after_attempts")
+        lines.append(f"{t:<10}{tr:>8}{va:>8}{rj:>10}")
+    total = sum(counts["total"].values())
+    lines.append(f"{'total':<10}{total:>16}")
+    if manifest["skipped_inputs"]:
+        lines.append(f"skipped inputs: {len(manifest['skipped_inputs'])} (see manifest.json)")
+        lines += [f"  {s.get('path') or s.get('source')}: {s['reason']}" for s in manifest["skipped_inputs"][:5]]
+    for split, short in manifest["shortfall"].items():
+        lines.append(f"shortfall in {split}: " + ", ".join(f"{t} {n}" for t, n in short.items()))
+    lines.append(f"content hash: {manifest['content_hash']}  ({manifest['wall_time_s']} s, {manifest['samples_per_s']} samples/s)")
+    return "\n".join(lines)

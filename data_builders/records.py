@@ -1,0 +1,126 @@
+"""A generated sample in its stored form, and the row layouts EasyR1 and verl read.
+
+The ground truth is a compact JSON object ``{"answer": ..., "task": ...}`` (plus ``options`` for tasks whose
+options are words): EasyR1 passes only this column to the reward, so the task has to travel inside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ssrl_plugin.core import Sample
+from ssrl_plugin.dataset import Candidate
+from ssrl_plugin.imaging import encode_image
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png"}
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def ground_truth(task: str, answer: str, options: dict[str, str] | None = None) -> str:
+    gt: dict[str, Any] = {"task": task, "answer": answer}
+    if options:
+        gt["options"] = options
+    return compact_json(gt)
+
+
+@dataclass
+class Record:
+    id: str
+    split: str
+    task: str
+    variant: str
+    question: str
+    answer: str
+    ground_truth: str
+    metadata: str  # JSON
+    images: list[bytes]
+    image_ext: str
+    source_id: str
+
+
+def sample_id(candidate: Candidate) -> str:
+    """Unique within a build and stable across builds with the same sources and seed."""
+    return f"{candidate.task}:{candidate.source.id}:{candidate.round}"
+
+
+def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality: int, word_options: bool) -> Record:
+    return Record(
+        id=sample_id(candidate),
+        split=candidate.split,
+        task=sample.task,
+        variant=sample.variant,
+        question=sample.question,
+        answer=sample.answer,
+        ground_truth=ground_truth(sample.task, sample.answer, sample.options if word_options else None),
+        metadata=compact_json(sample.metadata),
+        images=[encode_image(im, image_format, jpeg_quality) for im in sample.images],
+        image_ext=EXTENSIONS[image_format],
+        source_id=candidate.source.id,
+    )
+
+
+def with_instruction(question: str, instruction: str, enabled: bool) -> str:
+    return f"{question}\n{instruction}" if enabled and instruction else question
+
+
+def image_column(embedded: bool) -> pa.DataType:
+    return pa.list_(pa.struct([("bytes", pa.binary())])) if embedded else pa.list_(pa.string())
+
+
+def easyr1_schema(embedded: bool) -> pa.Schema:
+    return pa.schema([
+        ("problem", pa.string()),
+        ("answer", pa.string()),
+        ("images", image_column(embedded)),
+        ("task", pa.string()),
+        ("variant", pa.string()),
+        ("id", pa.string()),
+        ("metadata", pa.string()),
+    ])
+
+
+def verl_schema(embedded: bool) -> pa.Schema:
+    return pa.schema([
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("images", image_column(embedded)),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        ("extra_info", pa.struct([
+            ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("task", pa.string()),
+            ("variant", pa.string()), ("answer", pa.string()), ("metadata", pa.string()),
+        ])),
+    ])
+
+
+def easyr1_row(rec: Record, images: list, instruction: str, enabled: bool) -> dict[str, Any]:
+    return {
+        "problem": with_instruction(rec.question, instruction, enabled),
+        "answer": rec.ground_truth,
+        "images": images,
+        "task": rec.task,
+        "variant": rec.variant,
+        "id": rec.id,
+        "metadata": rec.metadata,
+    }
+
+
+def verl_row(rec: Record, images: list, index: int, instruction: str, enabled: bool) -> dict[str, Any]:
+    return {
+        "data_source": f"spatial_ssrl/{rec.task}",
+        "prompt": [{"role": "user", "content": with_instruction(rec.question, instruction, enabled)}],
+        "images": images,
+        "ability": "spatial",
+        "reward_model": {"style": "rule", "ground_truth": rec.ground_truth},
+        "extra_info": {
+            "split": rec.split, "index": index, "id": rec.id, "task": rec.task,
+            "variant": rec.variant, "answer": rec.answer, "metadata": rec.metadata,
+        },
+    }

@@ -1,0 +1,112 @@
+"""Streaming parquet shards: rows go to disk as they are made, so memory stays flat whatever the size."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssrl_plugin.config import OutputConfig
+
+from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
+
+ROW_GROUP = 256
+
+
+class ShardWriter:
+    """Writes ``<dir>/<split>-00000.parquet`` ... and renames them ``-of-NNNNN`` on close (HF convention)."""
+
+    def __init__(self, directory: Path, split: str, schema: pa.Schema, shard_size: int):
+        self.directory, self.split, self.schema, self.shard_size = directory, split, schema, shard_size
+        self.paths: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+        self._buffer: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        self.rows += 1
+        if len(self._buffer) >= ROW_GROUP or self._rows_in_shard + len(self._buffer) >= self.shard_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._buffer:
+            if self._writer is None:
+                path = self.directory / f"{self.split}-{len(self.paths):05d}.parquet"
+                self.paths.append(path)
+                self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+                self._rows_in_shard = 0
+            take = min(len(self._buffer), self.shard_size - self._rows_in_shard)
+            chunk, self._buffer = self._buffer[:take], self._buffer[take:]
+            self._writer.write_table(pa.Table.from_pylist(chunk, schema=self.schema))
+            self._rows_in_shard += take
+            if self._rows_in_shard >= self.shard_size:
+                self._writer.close()
+                self._writer = None
+
+    def close(self) -> list[Path]:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        if not self.paths:  # an empty split still gets a file with the schema, so loaders find the split
+            path = self.directory / f"{self.split}-00000.parquet"
+            pq.write_table(self.schema.empty_table(), path, compression="zstd")
+            self.paths.append(path)
+        final = []
+        for i, path in enumerate(self.paths):
+            target = path.with_name(f"{self.split}-{i:05d}-of-{len(self.paths):05d}.parquet")
+            os.replace(path, target)
+            final.append(target)
+        return final
+
+
+class DatasetWriter:
+    """Fans each record out to the EasyR1 and/or verl layout of one split; image files when not embedded."""
+
+    def __init__(self, out: Path, split: str, output: OutputConfig):
+        self.out, self.split, self.output = out, split, output
+        embedded = output.embed_images
+        self.writers: dict[str, ShardWriter] = {}
+        for fmt in output.formats:
+            (out / fmt).mkdir(parents=True, exist_ok=True)
+            schema = easyr1_schema(embedded) if fmt == "easyr1" else verl_schema(embedded)
+            self.writers[fmt] = ShardWriter(out / fmt, split, schema, output.shard_size)
+        self.count = 0
+
+    def _images(self, rec: Record) -> list:
+        if self.output.embed_images:
+            return [{"bytes": b} for b in rec.images]
+        folder = self.out / "images" / self.split
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{self.count:08d}"
+        paths = []
+        for k, data in enumerate(rec.images):
+            rel = f"images/{self.split}/{stem}_{k}.{rec.image_ext}"
+            (self.out / rel).write_bytes(data)
+            paths.append(rel)
+        return paths
+
+    def write(self, rec: Record) -> None:
+        images = self._images(rec)
+        o = self.output
+        if "easyr1" in self.writers:
+            self.writers["easyr1"].write(easyr1_row(rec, images, o.instruction, o.easyr1_instruction))
+        if "verl" in self.writers:
+            self.writers["verl"].write(verl_row(rec, images, self.count, o.instruction, o.verl_instruction))
+        self.count += 1
+
+    def close(self) -> list[Path]:
+        return [p for w in self.writers.values() for p in w.close()]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

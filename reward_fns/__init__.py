@@ -1,0 +1,1 @@
+# reward functions (issue 3)

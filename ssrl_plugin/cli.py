@@ -1,0 +1,124 @@
+"""The ``ssrl`` command line: ``tasks``, ``build``, ``verify``.
+
+Heavy modules (the builders, pyarrow) are imported inside the subcommands so ``ssrl tasks`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import SSRLError
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .registry import create_task, list_tasks
+
+    rows = []
+    for name in list_tasks():
+        task = create_task(name)
+        rows.append({"task": name, "input": "rgbd" if task.needs_depth else "rgb", "variants": task.variants(),
+                     "slots": task.num_slots, "description": task.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["task"]) for r in rows)
+    for r in rows:
+        print(f"{r['task']:<{width}}  {r['input']:<4}  {r['description']}")
+        print(f"{'':<{width}}        variants: {', '.join(r['variants'])}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from data_builders.pipeline import build, summary_table
+
+    from .config import load_config
+
+    flags = {
+        "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "tasks": args.tasks, "num_samples": args.num_samples,
+        "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers,
+    }
+    overrides = list(args.overrides)
+    if args.format:
+        overrides.append(f"output.formats=[{','.join(args.format)}]")
+    config = load_config(args.config, overrides, **flags)
+    result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False)
+    if result.total == 0:
+        print(summary_table(result.manifest), file=sys.stderr)
+        print("ssrl: error: no sample could be built (see rejected/skipped in manifest.json)", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(summary_table(result.manifest))
+        print(f"wrote {result.out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from data_builders.verify import verify_dataset
+
+    report = verify_dataset(args.dir, layout=args.layout, limit=args.limit, progress=sys.stderr.isatty())
+    if args.json:
+        print(json.dumps({"checked": report.checked, "per_task": dict(report.per_task), "problems": report.problems}, indent=2))
+    else:
+        for p in report.problems[:20]:
+            print(f"MISMATCH {p['id']}: {'; '.join(p['problems'])}")
+        print(f"verified {report.checked} samples ({', '.join(f'{t} {n}' for t, n in sorted(report.per_task.items()))}): "
+              f"{len(report.problems)} mismatches")
+    return 0 if report.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssrl", description="Spatial-SSRL pretext tasks for EasyR1 and verl")
+    p.add_argument("--version", action="version", version=f"ssrl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("tasks", help="list registered tasks and their variants")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tasks)
+
+    b = sub.add_parser("build", help="build a dataset (the built-in demo corpus when no --rgb/--rgbd is given)")
+    b.add_argument("--out", help="output folder")
+    b.add_argument("--rgb", action="append", help="RGB images: a folder, a glob or a .txt list (repeatable)")
+    b.add_argument("--rgbd", action="append", help="RGB-D pairs: KIND:PATH[,key=value], KIND in diode, megadepth, pairs (repeatable)")
+    b.add_argument("--tasks", type=_csv, help="comma-separated task names (default: every task with inputs)")
+    b.add_argument("--num-samples", type=int, help="samples in total, train + val (default 500)")
+    b.add_argument("--val-fraction", type=float, help="share of sources (and samples) for validation (default 0.05)")
+    b.add_argument("--seed", type=int, help="global seed (default 0)")
+    b.add_argument("--workers", type=int, help="processes (default 1); the output is identical for any value")
+    b.add_argument("--format", type=_csv, help="comma-separated: easyr1, verl (default both)")
+    b.add_argument("--config", help="YAML config file (see example_configs/build.yaml)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    b.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. task.crop.size_frac=0.4")
+    b.set_defaults(func=cmd_build)
+
+    v = sub.add_parser("verify", help="re-derive every answer of a built dataset from its images, metadata and sources")
+    v.add_argument("dir")
+    v.add_argument("--layout", choices=["easyr1", "verl"], help="which parquet layout to read (default easyr1 if present)")
+    v.add_argument("--limit", type=int, help="check at most N samples")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SSRLError as exc:
+        print(f"ssrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Build configuration: dataclasses merged by OmegaConf (defaults < YAML file < ``key=value`` overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+from .registry import check
+from .paper import PAPER_COUNTS
+
+FORMATS = ("easyr1", "verl")
+IMAGE_FORMATS = ("jpeg", "png")
+DEFAULT_INSTRUCTION = (
+    "First think about the question step by step inside <think> </think> tags, "
+    "then give the final answer inside \\boxed{}."
+)
+
+
+@dataclass
+class SourceConfig:
+    """How input files are decoded (see :class:`ssrl_plugin.sources.LoadOptions`)."""
+
+    min_side: int = 128
+    max_side: int = 1600
+    max_image_pixels: int = 100_000_000
+    depth_resize: str = "error"  # "error" or "nearest"
+
+    def validate(self) -> None:
+        check(self.min_side >= 16, "source.min_side", f"must be >= 16, got {self.min_side}")
+        check(self.max_side == 0 or self.max_side >= self.min_side, "source.max_side", f"must be 0 (off) or >= source.min_side, got {self.max_side}")
+        check(self.max_image_pixels > 0, "source.max_image_pixels", f"must be > 0, got {self.max_image_pixels}")
+        check(self.depth_resize in ("error", "nearest"), "source.depth_resize", f"must be 'error' or 'nearest', got {self.depth_resize!r}")
+
+
+@dataclass
+class DemoConfig:
+    """The built-in procedural corpus used when no --rgb/--rgbd source is given."""
+
+    num_rgb: int = 48
+    num_rgbd: int = 48
+    width: int = 640
+    height: int = 480
+
+    def validate(self) -> None:
+        for key in ("num_rgb", "num_rgbd"):
+            check(0 <= getattr(self, key) <= 100_000, f"demo.{key}", f"must be in [0, 100000], got {getattr(self, key)}")
+        for key in ("width", "height"):
+            check(128 <= getattr(self, key) <= 4096, f"demo.{key}", f"must be in [128, 4096], got {getattr(self, key)}")
+
+
+@dataclass
+class OutputConfig:
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    image_format: str = "jpeg"
+    jpeg_quality: int = 95
+    embed_images: bool = True  # False: image files under DIR/images, parquet holds paths relative to DIR
+    shard_size: int = 2000  # rows per parquet file
+    instruction: str = DEFAULT_INSTRUCTION
+    easyr1_instruction: bool = False  # EasyR1 adds it with data.format_prompt (a jinja file)
+    verl_instruction: bool = True  # verl has no format prompt: the instruction goes into the prompt
+
+    def validate(self) -> None:
+        check(len(self.formats) > 0, "output.formats", "needs at least one of " + ", ".join(FORMATS))
+        for f in self.formats:
+            check(f in FORMATS, "output.formats", f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+        check(self.image_format in IMAGE_FORMATS, "output.image_format", f"must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        check(1 <= self.jpeg_quality <= 100, "output.jpeg_quality", f"must be in [1, 100], got {self.jpeg_quality}")
+        check(self.shard_size >= 1, "output.shard_size", f"must be >= 1, got {self.shard_size}")
+
+
+def paper_mix() -> dict[str, float]:
+    total = sum(PAPER_COUNTS.values())
+    return {name: round(count / total, 4) for name, count in PAPER_COUNTS.items()}
+
+
+@dataclass
+class BuildConfig:
+    out: str = ""
+    rgb: list[str] = field(default_factory=list)  # folders, globs or .txt lists of RGB images
+    rgbd: list[str] = field(default_factory=list)  # KIND:PATH[,key=value...], KIND in diode, megadepth, pairs
+    tasks: list[str] = field(default_factory=list)  # empty: every task in `mix` whose input kind is available
+    mix: dict[str, float] = field(default_factory=paper_mix)  # task weights (normalised); default = paper's 81k mix
+    task: dict[str, Any] = field(default_factory=dict)  # per-task config overrides, e.g. task.crop.size_frac=0.4
+    num_samples: int = 500
+    val_fraction: float = 0.05
+    seed: int = 0
+    workers: int = 1
+    max_attempts: int = 4  # fresh random draws per candidate before it counts as rejected
+    window: int = 256  # candidates planned at a time; part of the output's identity, independent of workers
+    max_candidates_factor: float = 5.0  # give up on a task after this many candidates per wanted sample
+    source: SourceConfig = field(default_factory=SourceConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> None:
+        check(1 <= self.num_samples <= 100_000_000, "num_samples", f"must be in [1, 1e8], got {self.num_samples}")
+        check(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        check(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
+        check(1 <= self.workers <= 512, "workers", f"must be in [1, 512], got {self.workers}")
+        check(1 <= self.max_attempts <= 100, "max_attempts", f"must be in [1, 100], got {self.max_attempts}")
+        check(1 <= self.window <= 1_000_000, "window", f"must be in [1, 1e6], got {self.window}")
+        check(self.max_candidates_factor >= 1, "max_candidates_factor", f"must be >= 1, got {self.max_candidates_factor}")
+        for name in self.tasks:
+            check(name in self.mix, "tasks", f"{name!r} has no weight in `mix` (known: {', '.join(self.mix)})")
+        for name in self.task:
+            check(name in self.mix, f"task.{name}", f"no such task in `mix` (known: {', '.join(self.mix)})")
+        self.source.validate()
+        self.demo.validate()
+        self.output.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(file: str | None = None, overrides: list[str] | None = None, **values: Any) -> BuildConfig:
+    """Defaults, then a YAML file, then ``values`` (from CLI flags, None = unset), then ``key=value`` overrides."""
+    try:
+        merged = OmegaConf.structured(BuildConfig)
+        if file:
+            try:
+                merged = OmegaConf.merge(merged, OmegaConf.load(file))
+            except FileNotFoundError:
+                raise ConfigError(f"--config {file}: no such file") from None
+        flags = {k: v for k, v in values.items() if v is not None}
+        if flags:
+            merged = OmegaConf.merge(merged, OmegaConf.create(flags))
+        if overrides:
+            bad = [o for o in overrides if "=" not in o]
+            if bad:
+                raise ConfigError(f"override {bad[0]!r}: expected key=value")
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
+        config: BuildConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    config.validate()
+    return config

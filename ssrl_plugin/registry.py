@@ -1,0 +1,164 @@
+"""The task registry: one :class:`Task` subclass and one config dataclass per pretext task.
+
+Built-in tasks register on import of :mod:`ssrl_plugin.tasks`; third-party tasks register through the
+``ssrl_plugin.tasks`` entry-point group (each entry point names a :class:`Task` subclass)::
+
+    [project.entry-points."ssrl_plugin.tasks"]
+    my_task = "my_package.tasks:MyTask"
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from typing import Any, ClassVar
+
+import numpy as np
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
+
+from .core import Sample, Source
+from .errors import ConfigError
+
+ENTRY_POINT_GROUP = "ssrl_plugin.tasks"
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """Base of every task config. Subclasses add fields with defaults and check them in ``validate``."""
+
+    def validate(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`ConfigError` naming the field when a value is absurd."""
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """One-line config validation: ``check(x > 0, "task.crop.size_frac", "must be in (0, 1)")``."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+class Task(abc.ABC):
+    """A procedural pretext task.
+
+    ``generate`` is a pure function of (source, rng, slot): the same three give the same sample on any machine.
+    ``slot`` in ``range(num_slots)`` fixes the answer's balanced part (the correct letter, the flipped patch and
+    direction, the label order...); the builder cycles slots so answers stay balanced.
+    ``verify`` re-derives the answer from the sample's images, metadata and source by a route independent of
+    ``generate`` and returns the list of problems found (empty = verified).
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[TaskConfig]] = TaskConfig
+    needs_depth: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+    word_options: ClassVar[bool] = False  # options are words the model may quote ("B. Front"): stored with the answer
+
+    def __init__(self, config: TaskConfig | Mapping[str, Any] | None = None):
+        self.config = make_config(self.config_cls, config, key=f"task.{self.name}")
+
+    def variants(self) -> list[str]:
+        """Names of the variants this config can produce."""
+        return [self.name]
+
+    @property
+    def num_slots(self) -> int:
+        return 1
+
+    @abc.abstractmethod
+    def generate(self, source: Source, rng: np.random.Generator, slot: int = 0) -> Sample:
+        """Make one sample or raise :class:`~ssrl_plugin.errors.Reject` with a reason key."""
+
+    @abc.abstractmethod
+    def verify(self, images: list[Image.Image], answer: str, metadata: dict, source: Source | None) -> list[str]:
+        """Problems found when re-deriving ``answer`` independently (empty list = answer verified)."""
+
+    def normalize_answer(self, text: str) -> str:
+        return "".join(text.split())
+
+    def score_answer(self, answer: str | None, ground_truth: str) -> float:
+        """1.0 when ``answer`` is the canonical answer, else 0.0 (reward_fns adds lenient parsing)."""
+        if answer is None:
+            return 0.0
+        return float(self.normalize_answer(answer) == self.normalize_answer(ground_truth))
+
+
+def make_config(cls: type[TaskConfig], value: TaskConfig | Mapping[str, Any] | None, key: str) -> TaskConfig:
+    """Build and validate a config dataclass from overrides; unknown keys and bad types name the key."""
+    if isinstance(value, cls):
+        config = value
+    else:
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(dict(value or {})))
+            config = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+    config.validate()
+    return config
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+_plugins_loaded = False
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator that adds a task to the registry under ``cls.name``."""
+    name = getattr(cls, "name", None)
+    if not name or not isinstance(name, str):
+        raise TypeError(f"{cls.__qualname__} needs a string class attribute 'name'")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"task {name!r} is already registered by {_REGISTRY[name].__module__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from . import tasks  # noqa: F401  (registers the built-in tasks)
+
+    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, Task):
+            register_task(obj)
+
+
+def list_tasks() -> list[str]:
+    """Registered task names, built-ins first in the paper's order, then plugins alphabetically."""
+    _load_plugins()
+    from .paper import BUILTIN_ORDER
+
+    builtins = [n for n in BUILTIN_ORDER if n in _REGISTRY]
+    return builtins + sorted(n for n in _REGISTRY if n not in BUILTIN_ORDER)
+
+
+def get_task_class(name: str) -> type[Task]:
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; registered: {', '.join(list_tasks())}") from None
+
+
+def create_task(name: str, config: TaskConfig | Mapping[str, Any] | None = None, **overrides: Any) -> Task:
+    """``create_task("shuffle", variants={"2x2": 1.0})`` → a configured, validated task."""
+    cls = get_task_class(name)
+    if overrides:
+        if isinstance(config, TaskConfig):
+            config = dataclasses.asdict(config)
+        config = {**dict(config or {}), **overrides}
+    return cls(config)
+
+
+def create_mix(weights: Mapping[str, float], configs: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, tuple[Task, float]]:
+    """A weighted mix of tasks: ``{name: (task, normalised weight)}`` for every positive weight."""
+    configs = configs or {}
+    for name, w in weights.items():
+        check(isinstance(w, (int, float)) and w >= 0 and np.isfinite(w), f"mix.{name}", f"weight must be a finite number >= 0, got {w!r}")
+    total = float(sum(w for w in weights.values()))
+    check(total > 0, "mix", "at least one task needs a positive weight")
+    return {name: (create_task(name, configs.get(name)), w / total) for name, w in weights.items() if w > 0}
