@@ -27,7 +27,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "datasets>=2.16"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "datasets>=2.16"],
     },
     entry_points={"console_scripts": ["ssrl=ssrl_plugin.cli:main"]},
 )

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
-from .registry import check
+from .registry import check, omegaconf_message
 from .paper import PAPER_COUNTS
 
 FORMATS = ("easyr1", "verl")
@@ -136,6 +136,6 @@ def load_config(file: str | None = None, overrides: list[str] | None = None, **v
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
         config: BuildConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
+        raise ConfigError(omegaconf_message(exc)) from None
     config.validate()
     return config

@@ -156,17 +156,40 @@ def _noise(
     return _normalise(out)
 
 
-def _tile_lookup(tile: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear, wrap-around lookup of a TILE x TILE texture at texel coordinates (u, v) of any size."""
+def _atlas(layers: list[np.ndarray]) -> np.ndarray:
+    """Flattened stack of TILE x TILE layers, each padded by one wrapped row and column so a bilinear
+    lookup reads its four texels at fixed offsets (no wrap-around arithmetic per neighbour)."""
+    return np.concatenate([np.pad(layer, ((0, 1), (0, 1)), mode="wrap").ravel() for layer in layers])
+
+
+ATLAS_ROW = TILE + 1
+ATLAS_LAYER = ATLAS_ROW * ATLAS_ROW
+
+
+def _atlas_lookup(atlas: np.ndarray, u: np.ndarray, v: np.ndarray, layer: np.ndarray | int = 0) -> np.ndarray:
+    """Bilinear, wrap-around lookup at texel coordinates (u, v) (any size) in atlas layer ``layer``
+    (a per-pixel intp array of layer numbers times ATLAS_LAYER, or 0)."""
     fu, fv = np.floor(u), np.floor(v)
     wu, wv = u - fu, v - fv
-    iu, iv = fu.astype(np.intp) & TILE_MASK, fv.astype(np.intp) & TILE_MASK
-    iu1, iv1 = (iu + 1) & TILE_MASK, (iv + 1) & TILE_MASK
-    flat = tile.ravel()
-    r0, r1 = iv * TILE, iv1 * TILE
-    top = flat[r0 + iu] * (1.0 - wu) + flat[r0 + iu1] * wu
-    bottom = flat[r1 + iu] * (1.0 - wu) + flat[r1 + iu1] * wu
-    return top * (1.0 - wv) + bottom * wv
+    idx = (fv.astype(np.intp) & TILE_MASK) * ATLAS_ROW + (fu.astype(np.intp) & TILE_MASK)
+    idx += layer
+    t00 = atlas.take(idx)
+    idx += 1
+    t01 = atlas.take(idx)
+    idx += TILE
+    t10 = atlas.take(idx)
+    idx += 1
+    t11 = atlas.take(idx)
+    t01 -= t00
+    t01 *= wu
+    t00 += t01  # top edge
+    t11 -= t10
+    t11 *= wu
+    t10 += t11  # bottom edge
+    t10 -= t00
+    t10 *= wv
+    t00 += t10
+    return t00
 
 
 def _triangle(x: np.ndarray) -> np.ndarray:
@@ -368,3 +391,536 @@ def render_rgb(index: int, width: int = 640, height: int = 480) -> np.ndarray:
         _draw_stroke(rng, img, s)
     img += (rng.random((height, width), dtype=np.float32) - 0.5) * np.float32(2 * GRAIN)
     return _to_uint8(img)
+
+
+# ------------------------------------------------------------------------------------- ray-cast RGB-D scenes
+
+Vec3 = tuple[float, float, float]
+Rays = tuple[np.ndarray, np.ndarray, np.ndarray]
+Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole camera: pixel (col, row) looks along ``forward + right * x + up * y`` with
+    ``x = (col + 0.5 - cx) / fx`` and ``y = (cy - row - 0.5) / fy``.
+
+    That ray has a unit component along ``forward``, so the ray parameter ``t`` of a hit IS its z-depth
+    (distance along the optical axis), which is what metric depth maps store.
+    """
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    position: Vec3
+    right: Vec3
+    up: Vec3
+    forward: Vec3
+
+    def rays(self, row0: int = 0, row1: int | None = None) -> Rays:
+        """World ray directions (dx, dy, dz) of image rows [row0, row1), each float64 (rows, width)."""
+        row1 = self.height if row1 is None else row1
+        xc = (np.arange(self.width, dtype=np.float64) + 0.5 - self.cx) / self.fx
+        yc = (self.cy - (np.arange(row0, row1, dtype=np.float64) + 0.5)) / self.fy
+        return tuple(  # type: ignore[return-value]
+            self.right[k] * xc[None, :] + (self.up[k] * yc + self.forward[k])[:, None] for k in range(3)
+        )
+
+    def pixel_window(self, points: np.ndarray, margin: int = 2) -> Window:
+        """(row0, row1, col0, col1) covering the projection of ``points`` (N, 3); the whole image if any
+        point is not safely in front of the camera. Objects are only ray-cast inside this window."""
+        rel = points - np.asarray(self.position)
+        z = rel @ np.asarray(self.forward)  # culling only: a BLAS rounding difference cannot change pixels
+        if (z < 0.05).any():
+            return 0, self.height, 0, self.width
+        u = self.cx + self.fx * (rel @ np.asarray(self.right)) / z - 0.5
+        v = self.cy - self.fy * (rel @ np.asarray(self.up)) / z - 0.5
+        r0 = min(max(int(np.floor(v.min())) - margin, 0), self.height)
+        r1 = min(max(int(np.ceil(v.max())) + margin + 1, 0), self.height)
+        c0 = min(max(int(np.floor(u.min())) - margin, 0), self.width)
+        c1 = min(max(int(np.ceil(u.max())) + margin + 1, 0), self.width)
+        return r0, r1, c0, c1
+
+    def to_info(self) -> dict[str, Any]:
+        return {
+            "model": "pinhole",
+            "width": self.width,
+            "height": self.height,
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "position": list(self.position),
+            "right": list(self.right),
+            "up": list(self.up),
+            "forward": list(self.forward),
+            "depth": "z",  # depth = distance along `forward`
+        }
+
+
+@dataclass(frozen=True)
+class Room:
+    """Axis-aligned room around the camera: ground y=0, walls x=-left, x=right, z=back, z=-front, and at
+    y=top either a ceiling or (``open_sky``) nothing: rays leaving over the walls see sky, depth invalid."""
+
+    left: float
+    right: float
+    back: float
+    front: float
+    top: float
+    open_sky: bool
+
+    def to_info(self) -> dict[str, Any]:
+        return {
+            "ground_y": 0.0,
+            "left_x": -self.left,
+            "right_x": self.right,
+            "back_z": self.back,
+            "front_z": -self.front,
+            "top_y": self.top,
+            "open_sky": self.open_sky,
+        }
+
+
+@dataclass(frozen=True)
+class Box:
+    lo: Vec3
+    hi: Vec3
+
+    def corners(self) -> np.ndarray:
+        return np.array([[x, y, z] for x in (self.lo[0], self.hi[0]) for y in (self.lo[1], self.hi[1])
+                         for z in (self.lo[2], self.hi[2])])
+
+    def to_info(self) -> dict[str, Any]:
+        return {"type": "box", "min": list(self.lo), "max": list(self.hi)}
+
+
+@dataclass(frozen=True)
+class Sphere:
+    centre: Vec3
+    radius: float
+
+    def corners(self) -> np.ndarray:
+        c, r = np.asarray(self.centre), self.radius
+        return np.array([[c[0] + sx * r, c[1] + sy * r, c[2] + sz * r] for sx in (-1, 1) for sy in (-1, 1)
+                         for sz in (-1, 1)])
+
+    def to_info(self) -> dict[str, Any]:
+        return {"type": "sphere", "center": list(self.centre), "radius": self.radius}
+
+
+@dataclass(frozen=True)
+class Scene:
+    camera: Camera
+    room: Room
+    objects: tuple[Box | Sphere, ...]
+    light: Vec3  # unit vector towards the (directional) light
+
+    def to_info(self) -> dict[str, Any]:
+        return {
+            "room": self.room.to_info(),
+            "objects": [o.to_info() for o in self.objects],
+            "light": list(self.light),
+        }
+
+
+def _unit3(x: float, y: float, z: float) -> Vec3:
+    n = (x * x + y * y + z * z) ** 0.5
+    return (x / n, y / n, z / n)
+
+
+def _make_camera(rng: np.random.Generator, width: int, height: int) -> Camera:
+    """Camera 1.2-1.8 m above the ground, yawed up to ~14 degrees, pitched 5-12 degrees down.
+
+    Angles enter as tangents and become cos/sin through sqrt only, so the pose is bit-exact everywhere.
+    """
+    h = float(rng.uniform(1.2, 1.8))
+    x0 = float(rng.uniform(-0.4, 0.4))
+    ty, tp = float(rng.uniform(-0.25, 0.25)), float(rng.uniform(0.08, 0.22))
+    cyaw = 1.0 / (1.0 + ty * ty) ** 0.5
+    syaw = ty * cyaw
+    cp = 1.0 / (1.0 + tp * tp) ** 0.5
+    sp = tp * cp
+    f = FOCAL_PER_WIDTH * width
+    return Camera(
+        width=width,
+        height=height,
+        fx=f,
+        fy=f,
+        cx=width / 2.0,
+        cy=height / 2.0,
+        position=(x0, h, 0.0),
+        right=(cyaw, 0.0, -syaw),
+        up=(syaw * sp, cp, cyaw * sp),
+        forward=(syaw * cp, -sp, cyaw * cp),
+    )
+
+
+def _make_objects(rng: np.random.Generator, cam: Camera, room: Room) -> tuple[Box | Sphere, ...]:
+    """3-6 boxes/spheres standing in distance bins along the view direction (so their depths differ
+    clearly), at random lateral offsets inside the view (so some are left/right of or hide others)."""
+    n = int(rng.integers(3, 7))
+    hx, hz = cam.forward[0], cam.forward[2]  # horizontal viewing direction (unnormalised)
+    hn = (hx * hx + hz * hz) ** 0.5
+    hx, hz = hx / hn, hz / hn
+    far = min(OBJECT_FAR, room.back - 1.0)
+    edges = np.linspace(OBJECT_NEAR, far, n + 1)
+    objects: list[Box | Sphere] = []
+    for i in range(n):
+        bin_w = float(edges[i + 1] - edges[i])
+        size_d = float(min(1.2, 0.8 * bin_w) * rng.uniform(0.4, 1.0))
+        dist = float(rng.uniform(edges[i] + size_d / 2, edges[i + 1] - size_d / 2))
+        lat = float(rng.uniform(-0.45, 0.45)) * dist
+        cx = cam.position[0] + hx * dist + hz * lat
+        cz = cam.position[2] + hz * dist - hx * lat
+        if rng.random() < 0.65:
+            near_cap = 0.3 + 0.35 * dist  # near objects stay small enough not to fill the view
+            w = float(rng.uniform(0.4, min(1.6, near_cap)))
+            tall = rng.random() < 0.2
+            hgt = float(rng.uniform(1.5, 3.0) if tall else rng.uniform(0.4, 2.0))
+            hgt = min(hgt, near_cap + 0.3)
+            hgt = min(hgt, room.top - 0.1) if not room.open_sky else hgt
+            cx = min(max(cx, -room.left + w / 2 + 0.1), room.right - w / 2 - 0.1)
+            cz = min(cz, room.back - size_d / 2 - 0.1)
+            objects.append(Box((cx - w / 2, 0.0, cz - size_d / 2), (cx + w / 2, hgt, cz + size_d / 2)))
+        else:
+            r = float(min(rng.uniform(0.25, 0.8), size_d / 2 + 0.05))
+            cy = r + (float(rng.uniform(0.2, 1.0)) if rng.random() < 0.3 else 0.0)
+            cx = min(max(cx, -room.left + r + 0.1), room.right - r - 0.1)
+            cz = min(cz, room.back - r - 0.1)
+            objects.append(Sphere((cx, cy, cz), r))
+    return tuple(objects)
+
+
+def make_scene(index: int, width: int = 640, height: int = 480) -> Scene:
+    """The geometry of RGB-D demo scene ``index`` (independent of the size, except the intrinsics)."""
+    rng = rng_for("demo", RGBD_KIND, index, "scene")
+    cam = _make_camera(rng, width, height)
+    open_sky = bool(rng.random() < OUTDOOR_FRACTION)
+    room = Room(
+        left=float(rng.uniform(2.5, 7.0)) - cam.position[0],
+        right=float(rng.uniform(2.5, 7.0)) + cam.position[0],
+        back=float(rng.uniform(9.0, 15.0)),
+        front=float(rng.uniform(1.0, 3.0)),
+        top=float(rng.uniform(3.0, 5.0) if open_sky else rng.uniform(2.6, 4.0)),
+        open_sky=open_sky,
+    )
+    objects = _make_objects(rng, cam, room)
+    light = _unit3(float(rng.uniform(-1, 1)), float(rng.uniform(0.8, 1.6)), float(rng.uniform(-1.0, 0.5)))
+    return Scene(cam, room, objects, light)
+
+
+# Per-surface material parameters: one row each of the (N_PARAMS, n_surfaces) table gathered per pixel.
+P_TEX_A, P_TEX_B, P_OFF_U, P_OFF_V = 0, 1, 2, 3  # texel coords: u = s*A - q*B + off_u, v = s*B + q*A + off_v
+P_W_NOISE, P_W_MACRO = 4, 5  # weights of the surface's texture layer and of large-scale blotches
+P_STRIPE_A, P_STRIPE_B, P_STRIPE_PHASE, P_W_STRIPE, P_SHARP = 6, 7, 8, 9, 10  # stripes (cycles per metre)
+P_SHADE = 11  # Lambert shading of a flat surface (constant over it); spheres are shaded per pixel
+P_LO, P_SPAN = 12, 15  # three rows each: darkest colour, brightest - darkest
+N_PARAMS = 18
+N_LAYERS = 3  # atlas layers: fine value noise, wood-like streaks, hard-edged blotches
+MACRO_SCALE = 1.0 / 7.0  # blotch texture is the fine one seen 7x larger (breaks up the tile's repetition)
+AMBIENT, DIFFUSE = 0.3, 0.8  # half-Lambert: shade = AMBIENT + DIFFUSE * (1 + n.l) / 2
+
+
+def _surfaces(scene: Scene) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Axis (texture projection), normal and material group of every surface id; boxes own 6 consecutive
+    ids (face 2k: the min side along axis k, normal -e_k; 2k+1: the max side), spheres one (normal per pixel)."""
+    axes = [AXIS_Y, AXIS_Y, AXIS_X, AXIS_X, AXIS_Z, AXIS_Z]
+    normals = [(0, 1, 0), (0, -1, 0), (1, 0, 0), (-1, 0, 0), (0, 0, -1), (0, 0, 1)]
+    groups = list(range(ROOM_SURFACES))
+    for g, obj in enumerate(scene.objects, start=ROOM_SURFACES):
+        if isinstance(obj, Box):
+            for face in range(6):
+                k = face // 2
+                axes.append(k)
+                normals.append(tuple((1 if face % 2 else -1) if j == k else 0 for j in range(3)))
+                groups.append(g)
+        else:
+            axes.append(AXIS_Z)
+            normals.append((0, 0, -1))  # replaced per pixel
+            groups.append(g)
+    return np.array(axes, np.int8), np.array(normals, np.float64), groups
+
+
+def _half_lambert(ndl: np.ndarray | float) -> np.ndarray | float:
+    """Soft shading: surfaces facing away from the light stay readable (textures must survive)."""
+    return AMBIENT + DIFFUSE * 0.5 * (ndl + 1.0)
+
+
+def _materials(
+    rng: np.random.Generator, normals: np.ndarray, groups: list[int], light: Vec3
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N_PARAMS, n_surfaces) float32 parameters and (n_surfaces,) atlas layer offsets. Surfaces of one
+    object share palette and pattern, but every surface gets its own texture rotation/scale/offset so no
+    two faces (and no two image patches) look alike."""
+    table = np.zeros((N_PARAMS, len(groups)), np.float32)
+    layers = np.zeros(len(groups), np.intp)
+    group_params: dict[int, tuple[np.ndarray, int]] = {}
+    for i, g in enumerate(groups):
+        if g not in group_params:
+            p = np.zeros(N_PARAMS, np.float32)
+            sat = float(rng.uniform(0.25, 0.7) if g < ROOM_SURFACES else rng.uniform(0.7, 1.0))
+            c1, c2 = _colour(rng, sat).ravel(), _colour(rng, sat).ravel()
+            lo = c1 * np.float32(rng.uniform(0.25, 0.5))
+            hi = np.minimum(c1 * np.float32(0.5) + c2 * np.float32(0.6) + np.float32(0.15), 1.0)
+            p[P_LO : P_LO + 3], p[P_SPAN : P_SPAN + 3] = lo, hi - lo
+            p[P_W_NOISE] = rng.uniform(0.9, 1.8)
+            p[P_W_MACRO] = rng.uniform(0.3, 0.8)
+            sa, sb = _unit2(rng)
+            freq = float(rng.uniform(0.7, 5.0))
+            p[P_STRIPE_A], p[P_STRIPE_B] = sa * freq, sb * freq
+            p[P_W_STRIPE] = rng.uniform(0.2, 0.6) if rng.random() < 0.6 else 0.0
+            p[P_SHARP] = rng.uniform(1.0, 5.0)
+            group_params[g] = (p, int(rng.integers(0, N_LAYERS)))
+        p, layer = group_params[g]
+        p = p.copy()
+        c, s = _unit2(rng)
+        scale = float(rng.uniform(40.0, 100.0))  # texels per metre
+        p[P_TEX_A], p[P_TEX_B] = c * scale, s * scale
+        p[P_OFF_U], p[P_OFF_V] = rng.uniform(0, TILE), rng.uniform(0, TILE)
+        p[P_STRIPE_PHASE] = rng.random()
+        p[P_SHADE] = _half_lambert(float(normals[i] @ np.asarray(light)))
+        table[:, i] = p
+        layers[i] = layer * ATLAS_LAYER
+    return table, layers
+
+
+def _texture_atlas(rng: np.random.Generator) -> np.ndarray:
+    """Three tileable texture layers: fine multi-octave noise, streaks (wood/brushed), blotches (camouflage)."""
+    fine = _noise(rng, TILE, TILE, (4, 4), 6, periodic=True)
+    streaks = _noise(rng, TILE, TILE, (2, 16), 4, periodic=True)
+    blotch = np.clip((_noise(rng, TILE, TILE, (6, 6), 3, periodic=True) - 0.5) * 4.0 + 0.5, 0.0, 1.0)
+    return _atlas([fine, 0.35 * fine + 0.65 * streaks, 0.7 * blotch + 0.3 * fine])
+
+
+STRIP_ROWS = 32  # RGB-D scenes render in strips: temporaries stay in cache and are reused, not page-faulted
+
+
+def _strip_window(window: Window, row0: int, row1: int) -> Window | None:
+    """``window`` clipped to rows [row0, row1), in strip-local rows; None if they do not overlap."""
+    r0, r1 = max(window[0], row0), min(window[1], row1)
+    if r0 >= r1 or window[2] >= window[3]:
+        return None
+    return r0 - row0, r1 - row0, window[2], window[3]
+
+
+def _cast_room(room: Room, o: Vec3, d: Rays) -> tuple[np.ndarray, np.ndarray]:
+    """Exit distance of every ray from the room box (the camera is inside) and the surface it leaves by."""
+    dx, dy, dz = d
+    with np.errstate(divide="ignore"):
+        tx = np.maximum((room.right - o[0]) / dx, (-room.left - o[0]) / dx)
+        ty = np.maximum((room.top - o[1]) / dy, (0.0 - o[1]) / dy)
+        tz = np.maximum((room.back - o[2]) / dz, (-room.front - o[2]) / dz)
+    t = tz
+    sid = np.where(dz > 0, np.int32(BACK), np.int32(FRONT))
+    np.copyto(sid, np.where(dx > 0, np.int32(RIGHT), np.int32(LEFT)), where=tx < t)
+    t = np.minimum(t, tx)
+    np.copyto(sid, np.where(dy > 0, np.int32(TOP), np.int32(GROUND)), where=ty < t)
+    np.minimum(t, ty, out=t)
+    return t, sid
+
+
+def _cast_box(box: Box, o: Vec3, d: Rays, t: np.ndarray, sid: np.ndarray, base: int, window: Window) -> None:
+    """Slab test inside ``window``; where the box is the nearest hit so far, update ``t`` and ``sid``."""
+    r0, r1, c0, c1 = window
+    near = np.full((r1 - r0, c1 - c0), -np.inf)
+    far = np.full((r1 - r0, c1 - c0), np.inf)
+    face = np.zeros((r1 - r0, c1 - c0), np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(3):
+            dk = d[k][r0:r1, c0:c1]
+            a, b = (box.lo[k] - o[k]) / dk, (box.hi[k] - o[k]) / dk
+            nk = np.minimum(a, b)
+            np.copyto(face, 2 * k + (dk <= 0), where=nk > near)
+            np.maximum(near, nk, out=near)
+            np.minimum(far, np.maximum(a, b), out=far)
+    tw, sw = t[r0:r1, c0:c1], sid[r0:r1, c0:c1]
+    hit = (near <= far) & (near > 0) & (near < tw)
+    tw[hit] = near[hit]
+    sw[hit] = base + face[hit]
+
+
+def _cast_sphere(sph: Sphere, o: Vec3, d: Rays, t: np.ndarray, sid: np.ndarray, base: int, window: Window) -> None:
+    """Nearer root of |o + t d - c|^2 = r^2 inside ``window``; update ``t`` and ``sid`` where nearest."""
+    r0, r1, c0, c1 = window
+    dx, dy, dz = (dk[r0:r1, c0:c1] for dk in d)
+    ox, oy, oz = (o[k] - sph.centre[k] for k in range(3))
+    a = dx * dx + dy * dy + dz * dz
+    b = dx * ox + dy * oy + dz * oz
+    disc = b * b - a * (ox * ox + oy * oy + oz * oz - sph.radius * sph.radius)
+    root = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
+    tw, sw = t[r0:r1, c0:c1], sid[r0:r1, c0:c1]
+    hit = (disc >= 0) & (root > 0) & (root < tw)
+    tw[hit] = root[hit]
+    sw[hit] = base
+
+
+def object_windows(scene: Scene) -> list[Window]:
+    """Screen rectangle of each object (projected bounding box): rays outside it cannot hit the object."""
+    return [scene.camera.pixel_window(obj.corners()) for obj in scene.objects]
+
+
+def cast_rows(scene: Scene, windows: list[Window], row0: int, row1: int) -> tuple[Rays, np.ndarray, np.ndarray]:
+    """Ray-cast image rows [row0, row1): ray directions, t = z-depth float64 and surface id int32 (rows, W)."""
+    cam = scene.camera
+    d = cam.rays(row0, row1)
+    t, sid = _cast_room(scene.room, cam.position, d)
+    base = ROOM_SURFACES
+    for obj, window in zip(scene.objects, windows):
+        local = _strip_window(window, row0, row1)
+        if local is not None:
+            (_cast_box if isinstance(obj, Box) else _cast_sphere)(obj, cam.position, d, t, sid, base, local)
+        base += 6 if isinstance(obj, Box) else 1
+    return d, t, sid
+
+
+class _Shader:
+    """Everything random about a scene's look, drawn once (so it cannot depend on the strip size),
+    and the per-strip colouring: texture x half-Lambert x contact shadows, haze, sky, grain."""
+
+    def __init__(self, index: int, scene: Scene):
+        rng = rng_for("demo", RGBD_KIND, index, "materials")
+        cam = scene.camera
+        self.scene = scene
+        self.axes, normals, groups = _surfaces(scene)
+        self.table, self.layer_of = _materials(rng, normals, groups, scene.light)
+        self.atlas = _texture_atlas(rng)
+        self.haze_amount = np.float32(rng.uniform(0.15, 0.45))
+        self.haze_dist = np.float32(rng.uniform(15.0, 40.0))
+        if scene.room.open_sky:
+            self.haze_col = _colour(rng, 0.4, 0.5, 0.9).ravel()
+        else:
+            self.haze_col = _colour(rng, 0.4, 0.05, 0.3).ravel()
+        self.horizon = _colour(rng, 0.5, 0.55, 0.95)[:, :, 0]
+        self.zenith = _colour(rng, 0.8, 0.2, 0.8)[:, :, 0]
+        self.cloud_scale = float(rng.uniform(8.0, 20.0))
+        self.cloud_cut = np.float32(rng.uniform(0.3, 0.55))
+        self.grain = (rng.random((cam.height, cam.width), dtype=np.float32) - 0.5) * np.float32(2 * GRAIN)
+        self.spheres: list[tuple[int, Sphere]] = []
+        self.shadows: list[tuple[float, float, float, float, bool, Window]] = []
+        base = ROOM_SURFACES
+        for obj in scene.objects:
+            if isinstance(obj, Sphere):
+                self.spheres.append((base, obj))
+            self.shadows.append(self._shadow_footprint(obj))
+            base += 6 if isinstance(obj, Box) else 1
+
+    SHADOW_SOFT = 0.35  # metres over which a contact shadow fades out
+    SHADOW_DARK = 0.5  # darkening at the centre of a contact shadow
+
+    def _shadow_footprint(self, obj: Box | Sphere) -> tuple[float, float, float, float, bool, Window]:
+        """Ground footprint (centre x/z, half sizes, round?) displaced away from the light, and its window."""
+        light = self.scene.light
+        if isinstance(obj, Box):
+            lift = (obj.hi[1] - obj.lo[1]) * 0.5
+            cx, cz = (obj.lo[0] + obj.hi[0]) / 2, (obj.lo[2] + obj.hi[2]) / 2
+            hx, hz = (obj.hi[0] - obj.lo[0]) / 2, (obj.hi[2] - obj.lo[2]) / 2
+        else:
+            lift = obj.centre[1]
+            cx, cz = obj.centre[0], obj.centre[2]
+            hx = hz = obj.radius
+        cx -= light[0] / light[1] * lift
+        cz -= light[2] / light[1] * lift
+        e = self.SHADOW_SOFT
+        pts = np.array([[cx + sx * (hx + e), 0.0, cz + sz * (hz + e)] for sx in (-1, 1) for sz in (-1, 1)])
+        return cx, cz, hx, hz, isinstance(obj, Sphere), self.scene.camera.pixel_window(pts)
+
+    def _contact_shadows(self, row0: int, p: tuple[np.ndarray, ...], sid: np.ndarray, shade: np.ndarray) -> None:
+        """Darken the ground around each object's footprint: anchors objects to the floor visually
+        (soft blob shadows; geometry and depth are unaffected)."""
+        for cx, cz, hx, hz, round_, window in self.shadows:
+            local = _strip_window(window, row0, row0 + sid.shape[0])
+            if local is None:
+                continue
+            r0, r1, c0, c1 = local
+            ex = p[0][r0:r1, c0:c1] - np.float32(cx)
+            ez = p[2][r0:r1, c0:c1] - np.float32(cz)
+            if round_:
+                dist = np.maximum(np.sqrt(ex * ex + ez * ez) - np.float32(hx), 0.0)
+            else:
+                ex = np.maximum(np.abs(ex) - np.float32(hx), 0.0)
+                ez = np.maximum(np.abs(ez) - np.float32(hz), 0.0)
+                dist = np.sqrt(ex * ex + ez * ez)
+            dark = np.float32(self.SHADOW_DARK) * np.clip(1.0 - dist * np.float32(1.0 / self.SHADOW_SOFT), 0.0, 1.0)
+            dark *= sid[r0:r1, c0:c1] == GROUND
+            shade[r0:r1, c0:c1] *= 1.0 - dark
+
+    def _sphere_shading(self, p: tuple[np.ndarray, ...], sid: np.ndarray, shade: np.ndarray) -> None:
+        """Per-pixel half-Lambert shading of sphere pixels (normal = (hit - centre) / radius)."""
+        light = self.scene.light
+        for surface, sph in self.spheres:
+            m = sid == surface
+            if m.any():
+                ndl = sum((p[k][m] - np.float32(sph.centre[k])) * np.float32(light[k] / sph.radius) for k in range(3))
+                shade[m] = _half_lambert(ndl)
+
+    def _sky(self, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        """Colour (3, N) of sky rays (all with dy > 0): horizon-to-zenith gradient plus clouds projected on
+        a high plane, so the sky is textured like everything else and never a flat patch."""
+        elev = dy / np.sqrt(dx * dx + dy * dy + dz * dz)
+        g = np.clip(elev * 2.5, 0.0, 1.0).astype(np.float32)
+        inv = self.cloud_scale / dy
+        clouds = _atlas_lookup(self.atlas, (dx * inv).astype(np.float32), (dz * inv).astype(np.float32))
+        cover = np.clip((clouds - self.cloud_cut) * np.float32(2.5), 0.0, 1.0)
+        sky = self.horizon + g * (self.zenith - self.horizon)
+        return sky + cover * (np.float32(0.95) - sky)
+
+    def shade(self, row0: int, d: Rays, t: np.ndarray, sid: np.ndarray) -> np.ndarray:
+        """Colour of rows [row0, row0 + len(t)) from their hits: float32 (3, rows, W) in ~[0, 1]."""
+        o = self.scene.camera.position
+        p = tuple((o[k] + t * d[k]).astype(np.float32) for k in range(3))  # hit points
+        sid_p = sid.astype(np.intp)
+        prm = [row.take(sid_p) for row in self.table]
+        ax = self.axes.take(sid_p)
+        s = np.where(ax == AXIS_X, p[2], p[0])  # texture-plane coordinates: drop the normal's axis
+        q = np.where(ax == AXIS_Y, p[2], p[1])
+        u = s * prm[P_TEX_A] - q * prm[P_TEX_B] + prm[P_OFF_U]
+        v = s * prm[P_TEX_B] + q * prm[P_TEX_A] + prm[P_OFF_V]
+        value = _atlas_lookup(self.atlas, u, v, self.layer_of.take(sid_p)) - 0.5
+        value *= prm[P_W_NOISE]
+        u *= np.float32(MACRO_SCALE)
+        v *= np.float32(MACRO_SCALE)
+        value += prm[P_W_MACRO] * (_atlas_lookup(self.atlas, u, v) - 0.5)
+        stripes = _triangle(s * prm[P_STRIPE_A] + q * prm[P_STRIPE_B] + prm[P_STRIPE_PHASE])
+        value += prm[P_W_STRIPE] * np.clip((stripes - 0.5) * prm[P_SHARP], -0.5, 0.5)
+        value = np.clip(value + 0.5, 0.0, 1.0)
+
+        shade = prm[P_SHADE]
+        self._sphere_shading(p, sid, shade)
+        self._contact_shadows(row0, p, sid, shade)
+        tf = t.astype(np.float32)
+        haze = self.haze_amount * tf / (tf + self.haze_dist)
+        shade *= 1.0 - haze
+        img = np.empty((3,) + t.shape, np.float32)
+        for c in range(3):
+            img[c] = (prm[P_LO + c] + prm[P_SPAN + c] * value) * shade + haze * self.haze_col[c]
+        if self.scene.room.open_sky:
+            sky_rays = sid == TOP
+            if sky_rays.any():
+                img[:, sky_rays] = self._sky(*(dk[sky_rays] for dk in d))
+        img += self.grain[row0 : row0 + t.shape[0]]
+        return img
+
+
+def render_rgbd(index: int, width: int = 640, height: int = 480) -> tuple[np.ndarray, DepthMap, dict[str, Any]]:
+    """RGB-D demo scene ``index``: uint8 (H, W, 3), metric z-depth (invalid = open sky, stored as 0), and an
+    info dict with the camera and the scene geometry (enough to re-derive every depth value)."""
+    scene = make_scene(index, width, height)
+    windows = object_windows(scene)
+    shader = _Shader(index, scene)
+    img = np.empty((3, height, width), np.float32)
+    depth = np.empty((height, width), np.float32)
+    valid = np.ones((height, width), bool)
+    for row0 in range(0, height, STRIP_ROWS):
+        row1 = min(height, row0 + STRIP_ROWS)
+        d, t, sid = cast_rows(scene, windows, row0, row1)
+        img[:, row0:row1] = shader.shade(row0, d, t, sid)
+        depth[row0:row1] = t
+        if scene.room.open_sky:
+            valid[row0:row1] = sid != TOP
+    depth[~valid] = 0.0
+    info = {"camera": scene.camera.to_info(), "scene": scene.to_info(), "depth_units": "m"}
+    return _to_uint8(img), DepthMap(depth, valid, "metric"), info

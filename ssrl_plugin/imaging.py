@@ -20,9 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import SourceError
 
 # Only the plugins for the extensions discovery accepts. Pillow otherwise sniffs dozens of formats, some of which
-# hand the file to external programs (EPS -> Ghostscript); a misnamed file must not reach those. MPO is how
-# Pillow opens many phone JPEGs (multi-picture), so it has to be on the list.
-RGB_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP")
+# hand the file to external programs (EPS -> Ghostscript); a misnamed file must not reach those. (Multi-picture
+# phone JPEGs come back as MPO through the JPEG opener; only the first frame is used.)
+RGB_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 # Image.MAX_IMAGE_PIXELS is a module global; the per-call limit is swapped in under this lock (header parsing
 # only, so the critical section is short).

@@ -94,9 +94,17 @@ def make_config(cls: type[TaskConfig], value: TaskConfig | Mapping[str, Any] | N
             merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(dict(value or {})))
             config = OmegaConf.to_object(merged)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(omegaconf_message(exc, key)) from None
     config.validate()
     return config
+
+
+def omegaconf_message(exc: OmegaConfBaseException, prefix: str = "") -> str:
+    """OmegaConf's first line, led by the full dotted key it concerns."""
+    full_key = getattr(exc, "full_key", None) or ""
+    key = ".".join(k for k in (prefix, str(full_key)) if k)
+    message = str(exc).splitlines()[0]
+    return f"{key}: {message}" if key else message
 
 
 _REGISTRY: dict[str, type[Task]] = {}

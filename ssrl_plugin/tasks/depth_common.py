@@ -1,0 +1,437 @@
+"""Shared machinery of the RGB-D tasks (regional depth ordering, relative 3D position).
+
+Everything works on ``DepthMap.farness()`` (larger = farther whatever the depth kind), so inverse-depth sources
+never flip an answer. Every size and threshold is relative to the image (fractions of the shorter side or of the
+diagonal) or to the scene (fractions of the robust depth range), never absolute pixels or metres.
+
+Pipeline shared by both tasks::
+
+    field = prepare_depth(source, ...)          # farness, validity, percentile-robust normalisation
+    geom = marker_geometry(w, h, cfg)           # window side, ring/badge radii, min distance between centres
+    cands = flat_candidates(field, geom, cfg, rng)  # windows that are mostly valid and flat on their own pixels
+    region = region_record(field, cx, cy, half)     # exact statistics of one chosen window
+    image, badges = draw_markers(source, centres, labels, geom)
+
+Window statistics over the strided grid of candidate centres come from box sums by cumulative sums (integral
+images of the valid count, the sum and the sum of squares), so no per-pixel Python loop runs; the exact robust statistics
+(percentiles of the window's own valid pixels) are computed, vectorised, on a bounded random subset only.
+
+The ``verify`` helpers at the bottom re-read the source by a different route (plain slicing of the depth map at
+the recorded boxes, pixel comparison of the output image) so that a bug in the window machinery is caught.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageDraw
+
+from .. import render
+from ..core import Source
+from ..errors import Reject
+from ..registry import TaskConfig, check
+
+MARKER_COLOR = render.RED
+BOX_CONVENTION = "[x0, y0, x1, y1] pixel bounds, x0/y0 inclusive, x1/y1 exclusive"
+
+
+# ------------------------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class DepthWindowConfig(TaskConfig):
+    """Fields shared by the RGB-D tasks (each task subclasses it and adds its own)."""
+
+    window_frac: float = 0.05  # window side, fraction of the shorter image side (made odd, at least 7 px)
+    stride_frac: float = 0.5  # step between candidate centres, fraction of the window side
+    min_valid_fraction: float = 0.9  # share of the window's own pixels that must carry valid depth
+    min_map_valid_fraction: float = 0.1  # share of the whole map that must be valid, else "<task>/too_few_valid"
+    norm_low_pct: float = 0.5  # normalisation: this percentile of valid farness maps to 0 ...
+    norm_high_pct: float = 99.5  # ... and this one to 1 (outliers cannot move the thresholds)
+    flat_tol: float = 0.06  # a window is flat when p90 - p10 of its normalised depth is below this
+    min_marker_distance: float = 0.15  # centres at least this fraction of the image diagonal apart
+    badge_frac: float = 0.045  # badge radius, fraction of the shorter image side (at least 10 px)
+    max_candidates: int = 512  # exact percentiles computed on at most this many (random) flat-looking windows
+
+    def _validate_common(self, key: str) -> None:
+        check(0.005 <= self.window_frac <= 0.3, f"{key}.window_frac", f"must be in [0.005, 0.3], got {self.window_frac}")
+        check(0.1 <= self.stride_frac <= 2.0, f"{key}.stride_frac", f"must be in [0.1, 2], got {self.stride_frac}")
+        check(0.5 <= self.min_valid_fraction <= 1.0, f"{key}.min_valid_fraction",
+              f"must be in [0.5, 1] (markers must not sit on invalid depth), got {self.min_valid_fraction}")
+        check(0.0 < self.min_map_valid_fraction <= 1.0, f"{key}.min_map_valid_fraction",
+              f"must be in (0, 1], got {self.min_map_valid_fraction}")
+        check(0.0 <= self.norm_low_pct < self.norm_high_pct <= 100.0, f"{key}.norm_low_pct",
+              f"need 0 <= norm_low_pct < norm_high_pct <= 100, got {self.norm_low_pct}, {self.norm_high_pct}")
+        check(self.norm_high_pct - self.norm_low_pct >= 50.0, f"{key}.norm_high_pct",
+              "the normalisation percentiles must span at least 50 points")
+        check(0.0 < self.flat_tol <= 0.5, f"{key}.flat_tol", f"must be in (0, 0.5], got {self.flat_tol}")
+        check(0.0 <= self.min_marker_distance <= 0.7, f"{key}.min_marker_distance",
+              f"must be in [0, 0.7] (fraction of the image diagonal), got {self.min_marker_distance}")
+        check(0.01 <= self.badge_frac <= 0.2, f"{key}.badge_frac", f"must be in [0.01, 0.2], got {self.badge_frac}")
+        check(16 <= self.max_candidates <= 100_000, f"{key}.max_candidates",
+              f"must be in [16, 100000], got {self.max_candidates}")
+
+
+# ------------------------------------------------------------------------------------------------- depth field
+
+
+@dataclass(frozen=True)
+class DepthField:
+    """Farness of one source, its validity and its percentile-robust normalisation."""
+
+    far: np.ndarray  # float32 (H, W), larger = farther, NaN where invalid
+    norm: np.ndarray  # float32 (H, W), (far - lo) / (hi - lo), NaN where invalid (not clipped)
+    valid: np.ndarray  # bool (H, W)
+    lo: float  # farness at the low percentile
+    hi: float  # farness at the high percentile
+    low_pct: float
+    high_pct: float
+    valid_fraction: float
+    kind: str
+
+    @property
+    def depth_range(self) -> float:
+        """Robust depth range (hi - lo) in farness units: the scene's scale for relative thresholds."""
+        return self.hi - self.lo
+
+    def to_norm(self, far: float) -> float:
+        return (far - self.lo) / (self.hi - self.lo)
+
+    def normalisation_metadata(self) -> dict[str, float]:
+        return {"low_pct": float(self.low_pct), "high_pct": float(self.high_pct), "low": float(self.lo), "high": float(self.hi)}
+
+
+def prepare_depth(source: Source, task: str, low_pct: float, high_pct: float, min_map_valid_fraction: float,
+                  flat_reason: str) -> DepthField:
+    """Farness + validity + normalisation, or a :class:`Reject` keyed ``<task>/...``.
+
+    Pixels count as valid only where the map says so AND the farness is finite and positive (a zero or negative
+    distance is not physical; it would also break the relative-gap test).
+    """
+    depth = source.depth
+    if depth is None:
+        raise Reject(f"{task}/no_depth", f"source {source.id} has no depth map")
+    if depth.shape != (source.height, source.width):
+        raise Reject(f"{task}/no_depth", f"depth {depth.shape} does not match the RGB {(source.height, source.width)}")
+    far = depth.farness()
+    valid = depth.valid & np.isfinite(far) & (far > 0)
+    n_valid = int(np.count_nonzero(valid))
+    fraction = n_valid / valid.size
+    if n_valid == 0 or fraction < min_map_valid_fraction:
+        raise Reject(f"{task}/too_few_valid", f"{fraction:.1%} of the depth map is valid (< {min_map_valid_fraction:.1%})")
+    far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
+    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct)))
+    if not hi > lo * (1.0 + 1e-6):
+        raise Reject(flat_reason, f"the depth range is empty (p{low_pct:g} = p{high_pct:g} = {lo:.4g})")
+    norm = ((far - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+    return DepthField(far, norm, valid, lo, hi, low_pct, high_pct, fraction, depth.kind)
+
+
+# ---------------------------------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class MarkerGeometry:
+    """Sizes derived from the image size: the window, the ring around it, the badge, spacing and margins."""
+
+    window: int  # odd window side in px
+    ring_radius: float  # the hollow ring encloses the whole window with a clear band (survives JPEG)
+    badge_radius: float
+    extent: float  # farthest point of a marker (ring or badge) from its centre
+    min_distance: float  # px between two centres: the config's share of the diagonal, or enough to keep markers apart
+    margin: int  # centres at least this far from the border, so the whole ring is visible
+
+    @property
+    def half(self) -> int:
+        return self.window // 2
+
+    def metadata(self) -> dict[str, Any]:
+        return {"window_size": self.window, "ring_radius": round(self.ring_radius, 3), "badge_radius": round(self.badge_radius, 3),
+                "min_center_distance_px": round(self.min_distance, 3), "border_margin_px": self.margin}
+
+
+def ring_width(ring_radius: float) -> int:
+    """Width of the coloured ring, as :func:`render.draw_region_marker` draws it (the white under-ring is 2 px wider)."""
+    return max(2, int(ring_radius / 6))
+
+
+def marker_geometry(width: int, height: int, cfg: DepthWindowConfig) -> MarkerGeometry:
+    short = min(width, height)
+    window = max(7, int(round(cfg.window_frac * short)))
+    window += 1 - window % 2  # odd: the centre is a pixel
+    half_diagonal = (window / 2) * math.sqrt(2.0)
+    clear = max(2.0, 0.01 * short)  # untouched band between the window's corners and the ring's inner edge
+    ring = half_diagonal + clear + 3.0
+    # Pillow draws outlines inwards from the bounding circle: the inner edge of the white ring is width + 2 inside.
+    while ring - (ring_width(ring) + 2) < half_diagonal + clear:
+        ring += 1.0
+    badge = max(10.0, cfg.badge_frac * short)
+    extent = max(ring, (ring + badge) * math.sqrt(0.5) + badge)
+    min_distance = max(cfg.min_marker_distance * math.hypot(width, height), 2.0 * extent + 2.0)
+    return MarkerGeometry(window, float(ring), float(badge), float(extent), float(min_distance), int(math.ceil(ring)) + 1)
+
+
+# ------------------------------------------------------------------------------------------- window statistics
+
+
+@dataclass
+class WindowStats:
+    """Statistics of the valid pixels of windows centred at (cx, cy) (normalised depth)."""
+
+    cx: np.ndarray  # int64 (n,)
+    cy: np.ndarray
+    valid_fraction: np.ndarray  # float64 (n,)
+    mean: np.ndarray  # NaN where a window has no valid pixel
+    std: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> WindowStats:
+        return WindowStats(self.cx[keep], self.cy[keep], self.valid_fraction[keep], self.mean[keep], self.std[keep])
+
+    def __len__(self) -> int:
+        return int(self.cx.size)
+
+
+def candidate_axes(width: int, height: int, geom: MarkerGeometry, stride_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grid coordinates (xs, ys) of candidate centres, ``geom.margin`` px away from the borders, grid centred."""
+    stride = max(1, int(round(stride_frac * geom.window)))
+    margin = max(geom.margin, geom.half)
+    xs = np.arange(margin, width - margin, stride, dtype=np.int64)
+    ys = np.arange(margin, height - margin, stride, dtype=np.int64)
+    if xs.size and ys.size:  # centre the grid in the usable span so both borders get the same slack
+        xs += (width - 1 - margin - xs[-1]) // 2
+        ys += (height - 1 - margin - ys[-1]) // 2
+    return xs, ys
+
+
+def window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int) -> WindowStats:
+    """Valid fraction, mean and std of the valid normalised depth in the (2 half + 1)^2 windows centred on the grid
+    ``xs`` x ``ys`` (flattened row-major: index = iy * len(xs) + ix).
+
+    Box sums by cumulative sums: one pass down the rows of the full [count, sum, sum of squares] stack, then the
+    row bands of the grid's windows only, summed along x (the full 2-D integral image is never needed).
+    """
+    h, w = field.valid.shape
+    x = np.where(field.valid, field.norm, 0.0).astype(np.float64)
+    stack = np.zeros((h + 1, 3, w), np.float64)
+    stack[1:, 0] = field.valid
+    stack[1:, 1] = x
+    stack[1:, 2] = x * x
+    for row in range(1, h + 1):  # integral along y: one vector add per row, ~10x faster than np.cumsum here
+        np.add(stack[row], stack[row - 1], out=stack[row])
+    bands = stack[ys + half + 1] - stack[ys - half]  # (ny, 3, w): column sums over each window's rows
+    cols = np.zeros((ys.size, 3, w + 1), np.float64)
+    np.cumsum(bands, axis=2, out=cols[:, :, 1:])
+    sums = cols[:, :, xs + half + 1] - cols[:, :, xs - half]  # (ny, 3, nx)
+    count, total, squares = (sums[:, k].ravel() for k in range(3))
+    area = float((2 * half + 1) ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        var = np.maximum(squares / count - mean * mean, 0.0)
+    gx, gy = np.meshgrid(xs, ys)
+    return WindowStats(gx.ravel(), gy.ravel(), count / area, mean, np.sqrt(var))
+
+
+def gather_windows(values: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
+    """(n, window^2) copy of the windows centred at (cx, cy)."""
+    side = 2 * half + 1
+    view = sliding_window_view(values, (side, side))
+    return view[cy - half, cx - half].reshape(cx.size, side * side)
+
+
+def nan_quantiles(rows: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """(len(qs), n) quantiles of each row over its non-NaN entries (linear interpolation, like np.nanpercentile).
+
+    Rows are sorted once (NaN sorts last), so the k-th valid value is at index k whatever the row's NaN count.
+    """
+    ordered = np.sort(rows, axis=1)
+    counts = np.count_nonzero(~np.isnan(rows), axis=1)
+    out = np.full((len(qs), rows.shape[0]), np.nan)
+    ok = counts > 0
+    if not ok.any():
+        return out
+    ordered, counts = ordered[ok], counts[ok]
+    for k, q in enumerate(qs):
+        pos = q * (counts - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, counts - 1)
+        frac = pos - lo
+        a = np.take_along_axis(ordered, lo[:, None], axis=1)[:, 0].astype(np.float64)
+        b = np.take_along_axis(ordered, hi[:, None], axis=1)[:, 0].astype(np.float64)
+        out[k, ok] = a + frac * (b - a)
+    return out
+
+
+@dataclass
+class Candidates:
+    """Windows that passed every flatness/validity test, with exact robust statistics (normalised depth)."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    valid_fraction: np.ndarray
+    median: np.ndarray
+    p10: np.ndarray
+    p90: np.ndarray
+    considered: int  # grid windows examined (for the reject detail)
+
+    def __len__(self) -> int:
+        return int(self.cx.size)
+
+    @property
+    def spread(self) -> np.ndarray:
+        return self.p90 - self.p10
+
+
+def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowConfig, rng: np.random.Generator) -> Candidates:
+    """Grid windows whose OWN pixels are mostly valid and whose normalised depth spread (p90 - p10) is small.
+
+    Cheap screen first (box sums): valid fraction and std. A window whose std exceeds ``flat_tol`` has a large
+    share of pixels away from its bulk (a depth edge, a thin pole), which a flat region must not have, so dropping
+    it before the exact test is conservative. If many windows survive, a random subset of ``max_candidates``
+    (drawn from ``rng``, so no position is favoured) gets the exact percentiles.
+    """
+    h, w = field.valid.shape
+    xs, ys = candidate_axes(w, h, geom, cfg.stride_frac)
+    if xs.size == 0 or ys.size == 0:
+        empty = np.zeros(0)
+        return Candidates(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty, empty, considered=0)
+    stats = window_stats(field, xs, ys, geom.half)
+    keep = (stats.valid_fraction >= cfg.min_valid_fraction) & (stats.std <= cfg.flat_tol)
+    screened = stats.subset(np.flatnonzero(keep))
+    if len(screened) > cfg.max_candidates:
+        pick = np.sort(rng.choice(len(screened), cfg.max_candidates, replace=False))
+        screened = screened.subset(pick)
+    rows = gather_windows(field.norm, screened.cx, screened.cy, geom.half)
+    p10, median, p90 = nan_quantiles(rows, (0.1, 0.5, 0.9))
+    flat = np.flatnonzero((p90 - p10) < cfg.flat_tol)
+    return Candidates(screened.cx[flat], screened.cy[flat], screened.valid_fraction[flat], median[flat], p10[flat], p90[flat],
+                      considered=len(stats))
+
+
+def centre_distances(cx: np.ndarray, cy: np.ndarray, x: float, y: float) -> np.ndarray:
+    return np.hypot(cx - x, cy - y)
+
+
+# ----------------------------------------------------------------------------------------------------- regions
+
+
+def window_box(cx: int, cy: int, half: int) -> list[int]:
+    return [int(cx - half), int(cy - half), int(cx + half + 1), int(cy + half + 1)]
+
+
+def region_record(field: DepthField, cx: int, cy: int, half: int) -> dict[str, Any]:
+    """Exact statistics of one window on its own valid pixels (what the metadata records)."""
+    x0, y0, x1, y1 = window_box(cx, cy, half)
+    far = field.far[y0:y1, x0:x1]
+    ok = field.valid[y0:y1, x0:x1]
+    vals = far[ok].astype(np.float64)
+    p10, med, p90 = np.percentile(vals, (10, 50, 90))
+    to_norm = field.to_norm
+    return {
+        "center": [int(cx), int(cy)],
+        "box": [x0, y0, x1, y1],
+        "median_farness": float(med),
+        "median_norm": float(to_norm(med)),
+        "p10_norm": float(to_norm(p10)),
+        "p90_norm": float(to_norm(p90)),
+        "spread": float(to_norm(p90) - to_norm(p10)),
+        "valid_fraction": float(ok.mean()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- drawing
+
+
+def draw_markers(source: Source, regions: list[dict[str, Any]], geom: MarkerGeometry, task: str) -> tuple[Image.Image, list[list[float]]]:
+    """Draw one ring + circled label per region (``label``, ``center``, ``box``); returns the image and badge centres.
+
+    The geometry keeps every marker off every window; a last cheap check compares the windows with the source and
+    rejects (``<task>/marker_overlap``) rather than emit a sample whose marker hides a region it asks about.
+    """
+    image = source.image()
+    badges = []
+    for region in regions:
+        cx, cy = region["center"]
+        bx, by = render.draw_region_marker(image, (float(cx), float(cy)), geom.ring_radius, region["label"], geom.badge_radius,
+                                           color=MARKER_COLOR)
+        badges.append([round(bx, 3), round(by, 3)])
+    out = np.asarray(image)
+    for region in regions:
+        x0, y0, x1, y1 = region["box"]
+        if not np.array_equal(out[y0:y1, x0:x1], source.rgb[y0:y1, x0:x1]):
+            raise Reject(f"{task}/marker_overlap", f"a marker covers region {region['label']}")
+    return image, badges
+
+
+# ------------------------------------------------------------------------------------- independent verification
+
+
+def read_box_depth(source: Source, box: list[int]) -> tuple[float, float]:
+    """(median farness over the box's valid pixels, valid fraction), read straight from the source's depth map."""
+    assert source.depth is not None
+    x0, y0, x1, y1 = box
+    far = source.depth.farness()[y0:y1, x0:x1]
+    ok = source.depth.valid[y0:y1, x0:x1] & np.isfinite(far) & (far > 0)
+    if not ok.any():
+        return float("nan"), 0.0
+    return float(np.median(far[ok])), float(ok.mean())
+
+
+def check_markers(image: Image.Image, source: Source, regions: list[dict[str, Any]], ring_radius: float, badge_radius: float,
+                  labels: list[str]) -> list[str]:
+    """Image-side checks: each region is visible (its box matches the source), its ring is drawn around it, and the
+    badge at the recorded centre shows the region's label (best match among ``labels`` rendered on the source)."""
+    problems: list[str] = []
+    img = np.asarray(image.convert("RGB"), np.int16)
+    src = source.rgb.astype(np.int16)
+    if img.shape != src.shape:
+        return [f"image size {img.shape[1]}x{img.shape[0]} != source {src.shape[1]}x{src.shape[0]}"]
+    h, w = img.shape[:2]
+    width = ring_width(ring_radius)
+    red = np.array(MARKER_COLOR, np.int16)
+    for region in regions:
+        label = str(region["label"])
+        x0, y0, x1, y1 = region["box"]
+        diff = np.abs(img[y0:y1, x0:x1] - src[y0:y1, x0:x1]).mean()
+        if diff > 8.0:
+            problems.append(f"region {label}: box {region['box']} differs from the source (mean |diff| {diff:.1f}): hidden by a marker?")
+        cx, cy = region["center"]
+        theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)
+        rr = ring_radius - width / 2.0
+        px = np.round(cx + rr * np.cos(theta)).astype(int)
+        py = np.round(cy + rr * np.sin(theta)).astype(int)
+        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        ring_px = img[py[inside], px[inside]]
+        red_share = float((np.abs(ring_px - red).max(axis=1) < 80).mean()) if inside.any() else 0.0
+        if red_share < 0.6:
+            problems.append(f"region {label}: no ring of radius {ring_radius:.1f} around {region['center']} ({red_share:.0%} red)")
+        if "badge_center" in region:
+            best = _best_badge_label(img, source, region["badge_center"], badge_radius, labels)
+            if best != label:
+                problems.append(f"region {label}: the badge at {region['badge_center']} reads as {best!r}")
+    return problems
+
+
+def _best_badge_label(img: np.ndarray, source: Source, center: list[float], radius: float, labels: list[str]) -> str | None:
+    """Render each candidate badge onto the source crop and return the label whose rendering matches the image best."""
+    bx, by = center
+    h, w = img.shape[:2]
+    r = int(math.ceil(radius)) + 2
+    x0, y0 = max(0, int(math.floor(bx)) - r), max(0, int(math.floor(by)) - r)
+    x1, y1 = min(w, int(math.floor(bx)) + r + 1), min(h, int(math.floor(by)) + r + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    target = img[y0:y1, x0:x1]
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    disk = np.hypot(xx - bx, yy - by) <= radius * 0.8  # inside the badge, away from its edge
+    best, best_err = None, np.inf
+    for label in labels:
+        crop = Image.fromarray(source.rgb[y0:y1, x0:x1])
+        render.draw_badge(ImageDraw.Draw(crop), (bx - x0, by - y0), label, radius, edge=MARKER_COLOR)
+        err = float(np.abs(np.asarray(crop, np.int16) - target)[disk].mean())
+        if err < best_err:
+            best, best_err = label, err
+    return best
