@@ -14,7 +14,7 @@ import multiprocessing
 import shutil
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +101,23 @@ def _init_worker(config: dict[str, Any]) -> None:
     _WORKER["load"] = LoadOptions(**config["source"])
     _WORKER["output"] = config["output"]
     _WORKER["tasks"] = {name: create_task(name, config["task"].get(name)) for name in config["_active"]}
-    _WORKER["cache"] = (None, None)
+    _WORKER["cache"] = OrderedDict()
+
+
+DEMO_CACHE = 128  # demo sources are re-rendered on demand; the whole demo corpus fits in a few hundred MB
+FILE_CACHE = 2
 
 
 def _load(ref: SourceRef):
-    cached_id, cached = _WORKER["cache"]
-    if cached_id == ref.id:
-        return cached
+    """Decode a source, keeping the last few: demo renders cost more than a decode and the corpus is small."""
+    cache: OrderedDict = _WORKER["cache"]
+    if ref.id in cache:
+        cache.move_to_end(ref.id)
+        return cache[ref.id]
     source = load_source(ref, _WORKER["load"])
-    _WORKER["cache"] = (ref.id, source)
+    cache[ref.id] = source
+    while len(cache) > (DEMO_CACHE if ref.scheme == "demo" else FILE_CACHE):
+        cache.popitem(last=False)
     return source
 
 
@@ -236,9 +244,8 @@ class BuildResult:
 
 def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, float]]:
     """Tasks to build with their weights: those asked for (or all in the mix) whose inputs exist."""
-    wanted = config.tasks or [t for t, w in config.mix.items() if w > 0]
     active: dict[str, tuple[Task, float]] = {}
-    for name in wanted:
+    for name, weight in config.weights().items():
         task = create_task(name, config.task.get(name))
         has_input = bool(pools.rgbd) if task.needs_depth else bool(pools.rgb)
         if not has_input:
@@ -246,7 +253,6 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
                 kind = "--rgbd (RGB-D)" if task.needs_depth else "--rgb"
                 raise ConfigError(f"tasks: {name!r} needs {kind} sources and none were found")
             continue
-        weight = config.mix.get(name, 0.0)
         if weight > 0:
             active[name] = (task, weight)
     if not active:

@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 from .registry import check, omegaconf_message
+from .sources import LoadOptions
 from .paper import PAPER_COUNTS
 
 FORMATS = ("easyr1", "verl")
@@ -19,22 +20,6 @@ DEFAULT_INSTRUCTION = (
     "First think about the question step by step inside <think> </think> tags, "
     "then give the final answer inside \\boxed{}."
 )
-
-
-@dataclass
-class SourceConfig:
-    """How input files are decoded (see :class:`ssrl_plugin.sources.LoadOptions`)."""
-
-    min_side: int = 128
-    max_side: int = 1600
-    max_image_pixels: int = 100_000_000
-    depth_resize: str = "error"  # "error" or "nearest"
-
-    def validate(self) -> None:
-        check(self.min_side >= 16, "source.min_side", f"must be >= 16, got {self.min_side}")
-        check(self.max_side == 0 or self.max_side >= self.min_side, "source.max_side", f"must be 0 (off) or >= source.min_side, got {self.max_side}")
-        check(self.max_image_pixels > 0, "source.max_image_pixels", f"must be > 0, got {self.max_image_pixels}")
-        check(self.depth_resize in ("error", "nearest"), "source.depth_resize", f"must be 'error' or 'nearest', got {self.depth_resize!r}")
 
 
 @dataclass
@@ -84,7 +69,7 @@ class BuildConfig:
     rgb: list[str] = field(default_factory=list)  # folders, globs or .txt lists of RGB images
     rgbd: list[str] = field(default_factory=list)  # KIND:PATH[,key=value...], KIND in diode, megadepth, pairs
     tasks: list[str] = field(default_factory=list)  # empty: every task in `mix` whose input kind is available
-    mix: dict[str, float] = field(default_factory=paper_mix)  # task weights (normalised); default = paper's 81k mix
+    mix: dict[str, float] = field(default_factory=dict)  # task weights (normalised); empty = the paper's 81k mix
     task: dict[str, Any] = field(default_factory=dict)  # per-task config overrides, e.g. task.crop.size_frac=0.4
     num_samples: int = 500
     val_fraction: float = 0.05
@@ -93,7 +78,7 @@ class BuildConfig:
     max_attempts: int = 4  # fresh random draws per candidate before it counts as rejected
     window: int = 256  # candidates planned at a time; part of the output's identity, independent of workers
     max_candidates_factor: float = 5.0  # give up on a task after this many candidates per wanted sample
-    source: SourceConfig = field(default_factory=SourceConfig)
+    source: LoadOptions = field(default_factory=LoadOptions)
     demo: DemoConfig = field(default_factory=DemoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -105,13 +90,24 @@ class BuildConfig:
         check(1 <= self.max_attempts <= 100, "max_attempts", f"must be in [1, 100], got {self.max_attempts}")
         check(1 <= self.window <= 1_000_000, "window", f"must be in [1, 1e6], got {self.window}")
         check(self.max_candidates_factor >= 1, "max_candidates_factor", f"must be >= 1, got {self.max_candidates_factor}")
-        for name in self.tasks:
-            check(name in self.mix, "tasks", f"{name!r} has no weight in `mix` (known: {', '.join(self.mix)})")
-        for name in self.task:
-            check(name in self.mix, f"task.{name}", f"no such task in `mix` (known: {', '.join(self.mix)})")
+        from .registry import get_task_class
+
+        for name in [*self.tasks, *self.mix, *self.task]:
+            get_task_class(name)  # unknown names fail here, listing the registered tasks
+        for name, w in self.mix.items():
+            check(w >= 0 and w < float("inf"), f"mix.{name}", f"weight must be a finite number >= 0, got {w}")
         self.source.validate()
         self.demo.validate()
         self.output.validate()
+
+    def weights(self) -> dict[str, float]:
+        """Task → weight for the tasks to build: `tasks` (if given) weighted by `mix` (default: paper's mix);
+        a selected task without a weight gets the mean weight."""
+        base = dict(self.mix) or paper_mix()
+        if not self.tasks:
+            return {t: w for t, w in base.items() if w > 0}
+        mean = sum(base.values()) / len(base)
+        return {t: base.get(t, mean) for t in self.tasks}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ Everything is vectorised; objects are ray-cast only inside the screen rectangle 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -157,13 +158,18 @@ def _noise(
 
 
 def _atlas(layers: list[np.ndarray]) -> np.ndarray:
-    """Flattened stack of TILE x TILE layers, each padded by one wrapped row and column so a bilinear
-    lookup reads its four texels at fixed offsets (no wrap-around arithmetic per neighbour)."""
-    return np.concatenate([np.pad(layer, ((0, 1), (0, 1)), mode="wrap").ravel() for layer in layers])
+    """Texture atlas for bilinear lookups: row ``layer * TILE^2 + v * TILE + u`` holds the four texels
+    (u, v), (u+1, v), (u, v+1), (u+1, v+1) (wrapping), so a lookup is one gather of 16-byte rows
+    instead of four scattered gathers (gathers dominate the cost of texturing)."""
+    packed = []
+    for layer in layers:
+        right, down = np.roll(layer, -1, axis=1), np.roll(layer, -1, axis=0)
+        diag = np.roll(down, -1, axis=1)
+        packed.append(np.stack([layer, right, down, diag], axis=-1).reshape(-1, 4))
+    return np.ascontiguousarray(np.concatenate(packed), dtype=np.float32)
 
 
-ATLAS_ROW = TILE + 1
-ATLAS_LAYER = ATLAS_ROW * ATLAS_ROW
+ATLAS_LAYER = TILE * TILE  # rows per atlas layer
 
 
 def _atlas_lookup(atlas: np.ndarray, u: np.ndarray, v: np.ndarray, layer: np.ndarray | int = 0) -> np.ndarray:
@@ -171,25 +177,22 @@ def _atlas_lookup(atlas: np.ndarray, u: np.ndarray, v: np.ndarray, layer: np.nda
     (a per-pixel intp array of layer numbers times ATLAS_LAYER, or 0)."""
     fu, fv = np.floor(u), np.floor(v)
     wu, wv = u - fu, v - fv
-    idx = (fv.astype(np.intp) & TILE_MASK) * ATLAS_ROW + (fu.astype(np.intp) & TILE_MASK)
+    idx = (fv.astype(np.intp) & TILE_MASK) * TILE + (fu.astype(np.intp) & TILE_MASK)
     idx += layer
-    t00 = atlas.take(idx)
-    idx += 1
-    t01 = atlas.take(idx)
-    idx += TILE
-    t10 = atlas.take(idx)
-    idx += 1
-    t11 = atlas.take(idx)
-    t01 -= t00
-    t01 *= wu
-    t00 += t01  # top edge
-    t11 -= t10
-    t11 *= wu
-    t10 += t11  # bottom edge
-    t10 -= t00
-    t10 *= wv
-    t00 += t10
-    return t00
+    texels = atlas.take(idx, axis=0)
+    t00, t01, t10, t11 = (texels[..., k] for k in range(4))
+    top = t00 + (t01 - t00) * wu
+    bottom = t10 + (t11 - t10) * wu
+    bottom -= top
+    bottom *= wv
+    bottom += top
+    return bottom
+
+
+def _clip01(x: np.ndarray) -> np.ndarray:
+    """Clamp to [0, 1] in place (np.clip's Python wrapper costs more than the work on a strip)."""
+    np.maximum(x, 0.0, out=x)
+    return np.minimum(x, 1.0, out=x)
 
 
 def _triangle(x: np.ndarray) -> np.ndarray:
@@ -219,8 +222,11 @@ def _colour(rng: np.random.Generator, saturation: float, lo: float = 0.1, hi: fl
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     """Channel-first float image in [0, 1] -> contiguous uint8 (H, W, 3), rounding half up."""
-    u8 = np.clip(img * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
-    return np.ascontiguousarray(u8.transpose(1, 2, 0))
+    x = img * np.float32(255.0)
+    x += np.float32(0.5)
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, 255.0, out=x)
+    return np.ascontiguousarray(x.astype(np.uint8).transpose(1, 2, 0))
 
 
 # ---------------------------------------------------------------------------------------- "photo" RGB images
@@ -619,7 +625,8 @@ P_W_NOISE, P_W_MACRO = 4, 5  # weights of the surface's texture layer and of lar
 P_STRIPE_A, P_STRIPE_B, P_STRIPE_PHASE, P_W_STRIPE, P_SHARP = 6, 7, 8, 9, 10  # stripes (cycles per metre)
 P_SHADE = 11  # Lambert shading of a flat surface (constant over it); spheres are shaded per pixel
 P_LO, P_SPAN = 12, 15  # three rows each: darkest colour, brightest - darkest
-N_PARAMS = 18
+P_AXIS, P_LAYER = 18, 19  # texture projection axis (AXIS_*), atlas layer offset (exact small ints as float)
+N_PARAMS = 20
 N_LAYERS = 3  # atlas layers: fine value noise, wood-like streaks, hard-edged blotches
 MACRO_SCALE = 1.0 / 7.0  # blotch texture is the fine one seen 7x larger (breaks up the tile's repetition)
 AMBIENT, DIFFUSE = 0.3, 0.8  # half-Lambert: shade = AMBIENT + DIFFUSE * (1 + n.l) / 2
@@ -651,14 +658,15 @@ def _half_lambert(ndl: np.ndarray | float) -> np.ndarray | float:
 
 
 def _materials(
-    rng: np.random.Generator, normals: np.ndarray, groups: list[int], light: Vec3
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N_PARAMS, n_surfaces) float32 parameters and (n_surfaces,) atlas layer offsets. Surfaces of one
-    object share palette and pattern, but every surface gets its own texture rotation/scale/offset so no
-    two faces (and no two image patches) look alike."""
-    table = np.zeros((N_PARAMS, len(groups)), np.float32)
-    layers = np.zeros(len(groups), np.intp)
-    group_params: dict[int, tuple[np.ndarray, int]] = {}
+    rng: np.random.Generator, axes: np.ndarray, normals: np.ndarray, groups: list[int], light: Vec3
+) -> np.ndarray:
+    """(n_surfaces, N_PARAMS) float32 parameter table, gathered per pixel by surface id (one row gather).
+
+    Surfaces of one object share palette and pattern, but every surface gets its own texture rotation,
+    scale and offset so no two faces (and no two image patches) look alike.
+    """
+    table = np.zeros((len(groups), N_PARAMS), np.float32)
+    group_params: dict[int, np.ndarray] = {}
     for i, g in enumerate(groups):
         if g not in group_params:
             p = np.zeros(N_PARAMS, np.float32)
@@ -674,26 +682,32 @@ def _materials(
             p[P_STRIPE_A], p[P_STRIPE_B] = sa * freq, sb * freq
             p[P_W_STRIPE] = rng.uniform(0.2, 0.6) if rng.random() < 0.6 else 0.0
             p[P_SHARP] = rng.uniform(1.0, 5.0)
-            group_params[g] = (p, int(rng.integers(0, N_LAYERS)))
-        p, layer = group_params[g]
-        p = p.copy()
+            p[P_LAYER] = int(rng.integers(0, N_LAYERS)) * ATLAS_LAYER
+            group_params[g] = p
+        p = group_params[g].copy()
         c, s = _unit2(rng)
         scale = float(rng.uniform(40.0, 100.0))  # texels per metre
         p[P_TEX_A], p[P_TEX_B] = c * scale, s * scale
         p[P_OFF_U], p[P_OFF_V] = rng.uniform(0, TILE), rng.uniform(0, TILE)
         p[P_STRIPE_PHASE] = rng.random()
-        p[P_SHADE] = _half_lambert(float(normals[i] @ np.asarray(light)))
-        table[:, i] = p
-        layers[i] = layer * ATLAS_LAYER
-    return table, layers
+        n = normals[i]
+        p[P_SHADE] = _half_lambert(float(n[0] * light[0] + n[1] * light[1] + n[2] * light[2]))
+        p[P_AXIS] = axes[i]
+        table[i] = p
+    return table
 
 
-def _texture_atlas(rng: np.random.Generator) -> np.ndarray:
-    """Three tileable texture layers: fine multi-octave noise, streaks (wood/brushed), blotches (camouflage)."""
+@functools.lru_cache(maxsize=1)
+def _texture_atlas() -> np.ndarray:
+    """Three tileable texture layers shared by all scenes (each surface sees them through its own random
+    rotation, scale, offset and palette): fine multi-octave noise, streaks (wood/brushed), blotches."""
+    rng = rng_for("demo", RGBD_KIND, "texture-atlas")
     fine = _noise(rng, TILE, TILE, (4, 4), 6, periodic=True)
     streaks = _noise(rng, TILE, TILE, (2, 16), 4, periodic=True)
     blotch = np.clip((_noise(rng, TILE, TILE, (6, 6), 3, periodic=True) - 0.5) * 4.0 + 0.5, 0.0, 1.0)
-    return _atlas([fine, 0.35 * fine + 0.65 * streaks, 0.7 * blotch + 0.3 * fine])
+    atlas = _atlas([fine, 0.35 * fine + 0.65 * streaks, 0.7 * blotch + 0.3 * fine])
+    atlas.flags.writeable = False  # shared between calls
+    return atlas
 
 
 STRIP_ROWS = 32  # RGB-D scenes render in strips: temporaries stay in cache and are reused, not page-faulted
@@ -785,9 +799,9 @@ class _Shader:
         rng = rng_for("demo", RGBD_KIND, index, "materials")
         cam = scene.camera
         self.scene = scene
-        self.axes, normals, groups = _surfaces(scene)
-        self.table, self.layer_of = _materials(rng, normals, groups, scene.light)
-        self.atlas = _texture_atlas(rng)
+        axes, normals, groups = _surfaces(scene)
+        self.table = _materials(rng, axes, normals, groups, scene.light)
+        self.atlas = _texture_atlas()
         self.haze_amount = np.float32(rng.uniform(0.15, 0.45))
         self.haze_dist = np.float32(rng.uniform(15.0, 40.0))
         if scene.room.open_sky:
@@ -872,23 +886,27 @@ class _Shader:
         """Colour of rows [row0, row0 + len(t)) from their hits: float32 (3, rows, W) in ~[0, 1]."""
         o = self.scene.camera.position
         p = tuple((o[k] + t * d[k]).astype(np.float32) for k in range(3))  # hit points
-        sid_p = sid.astype(np.intp)
-        prm = [row.take(sid_p) for row in self.table]
-        ax = self.axes.take(sid_p)
-        s = np.where(ax == AXIS_X, p[2], p[0])  # texture-plane coordinates: drop the normal's axis
-        q = np.where(ax == AXIS_Y, p[2], p[1])
-        u = s * prm[P_TEX_A] - q * prm[P_TEX_B] + prm[P_OFF_U]
-        v = s * prm[P_TEX_B] + q * prm[P_TEX_A] + prm[P_OFF_V]
-        value = _atlas_lookup(self.atlas, u, v, self.layer_of.take(sid_p)) - 0.5
-        value *= prm[P_W_NOISE]
+        prm = self.table.take(sid.astype(np.intp), axis=0)  # (rows, W, N_PARAMS)
+        tex_a, tex_b, axis = prm[..., P_TEX_A], prm[..., P_TEX_B], prm[..., P_AXIS]
+        s = np.where(axis == AXIS_X, p[2], p[0])  # texture-plane coordinates: drop the normal's axis
+        q = np.where(axis == AXIS_Y, p[2], p[1])
+        u = s * tex_a - q * tex_b + prm[..., P_OFF_U]
+        v = s * tex_b + q * tex_a + prm[..., P_OFF_V]
+        value = _atlas_lookup(self.atlas, u, v, prm[..., P_LAYER].astype(np.intp)) - 0.5
+        value *= prm[..., P_W_NOISE]
         u *= np.float32(MACRO_SCALE)
         v *= np.float32(MACRO_SCALE)
-        value += prm[P_W_MACRO] * (_atlas_lookup(self.atlas, u, v) - 0.5)
-        stripes = _triangle(s * prm[P_STRIPE_A] + q * prm[P_STRIPE_B] + prm[P_STRIPE_PHASE])
-        value += prm[P_W_STRIPE] * np.clip((stripes - 0.5) * prm[P_SHARP], -0.5, 0.5)
-        value = np.clip(value + 0.5, 0.0, 1.0)
+        value += prm[..., P_W_MACRO] * (_atlas_lookup(self.atlas, u, v) - 0.5)
+        stripes = _triangle(s * prm[..., P_STRIPE_A] + q * prm[..., P_STRIPE_B] + prm[..., P_STRIPE_PHASE])
+        stripes -= 0.5
+        stripes *= prm[..., P_SHARP]
+        np.maximum(stripes, -0.5, out=stripes)
+        np.minimum(stripes, 0.5, out=stripes)
+        value += prm[..., P_W_STRIPE] * stripes
+        value += 0.5
+        _clip01(value)
 
-        shade = prm[P_SHADE]
+        shade = prm[..., P_SHADE].copy()
         self._sphere_shading(p, sid, shade)
         self._contact_shadows(row0, p, sid, shade)
         tf = t.astype(np.float32)
@@ -896,7 +914,7 @@ class _Shader:
         shade *= 1.0 - haze
         img = np.empty((3,) + t.shape, np.float32)
         for c in range(3):
-            img[c] = (prm[P_LO + c] + prm[P_SPAN + c] * value) * shade + haze * self.haze_col[c]
+            img[c] = (prm[..., P_LO + c] + prm[..., P_SPAN + c] * value) * shade + haze * self.haze_col[c]
         if self.scene.room.open_sky:
             sky_rays = sid == TOP
             if sky_rays.any():
@@ -911,16 +929,16 @@ def render_rgbd(index: int, width: int = 640, height: int = 480) -> tuple[np.nda
     scene = make_scene(index, width, height)
     windows = object_windows(scene)
     shader = _Shader(index, scene)
-    img = np.empty((3, height, width), np.float32)
+    rgb = np.empty((height, width, 3), np.uint8)
     depth = np.empty((height, width), np.float32)
     valid = np.ones((height, width), bool)
     for row0 in range(0, height, STRIP_ROWS):
         row1 = min(height, row0 + STRIP_ROWS)
         d, t, sid = cast_rows(scene, windows, row0, row1)
-        img[:, row0:row1] = shader.shade(row0, d, t, sid)
+        rgb[row0:row1] = _to_uint8(shader.shade(row0, d, t, sid))
         depth[row0:row1] = t
         if scene.room.open_sky:
             valid[row0:row1] = sid != TOP
     depth[~valid] = 0.0
     info = {"camera": scene.camera.to_info(), "scene": scene.to_info(), "depth_units": "m"}
-    return _to_uint8(img), DepthMap(depth, valid, "metric"), info
+    return rgb, DepthMap(depth, valid, "metric"), info

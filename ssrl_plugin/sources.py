@@ -20,15 +20,24 @@ from .errors import ConfigError, SourceError
 from .imaging import file_sha256, load_rgb
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadOptions:
-    """How sources are decoded (the ``source`` section of the build config)."""
+    """How sources are decoded: the ``source`` section of the build config."""
 
     min_side: int = 128  # shorter side below this: rejected as too small
     max_side: int = 1600  # longer side above this: downscaled (Lanczos for RGB, nearest for depth); 0 = never
     max_image_pixels: int = 100_000_000  # decompression-bomb guard (pixels of the encoded file)
     depth_resize: str = "error"  # RGB/depth size mismatch: "error" (skip the source) or "nearest" (resize depth)
     min_valid_fraction: float = 0.01  # depth maps with fewer valid pixels than this are rejected
+
+    def validate(self) -> None:
+        from .registry import check
+
+        check(self.min_side >= 16, "source.min_side", f"must be >= 16, got {self.min_side}")
+        check(self.max_side == 0 or self.max_side >= self.min_side, "source.max_side", f"must be 0 (off) or >= source.min_side, got {self.max_side}")
+        check(self.max_image_pixels > 0, "source.max_image_pixels", f"must be > 0, got {self.max_image_pixels}")
+        check(self.depth_resize in ("error", "nearest"), "source.depth_resize", f"must be 'error' or 'nearest', got {self.depth_resize!r}")
+        check(0.0 <= self.min_valid_fraction <= 1.0, "source.min_valid_fraction", f"must be in [0, 1], got {self.min_valid_fraction}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from ssrl_plugin import render
-from conftest import make_source
+try:  # conftest is importable by name under pytest's default (prepend) import mode
+    from conftest import make_source
+except ImportError:  # pragma: no cover - package-style test layout
+    from tests.conftest import make_source
 from ssrl_plugin.core import Source
 from ssrl_plugin.errors import ConfigError, Reject
 from ssrl_plugin.imaging import decode_image, encode_image

@@ -64,10 +64,8 @@ class DepthWindowConfig(TaskConfig):
               f"must be in [0.5, 1] (markers must not sit on invalid depth), got {self.min_valid_fraction}")
         check(0.0 < self.min_map_valid_fraction <= 1.0, f"{key}.min_map_valid_fraction",
               f"must be in (0, 1], got {self.min_map_valid_fraction}")
-        check(0.0 <= self.norm_low_pct < self.norm_high_pct <= 100.0, f"{key}.norm_low_pct",
-              f"need 0 <= norm_low_pct < norm_high_pct <= 100, got {self.norm_low_pct}, {self.norm_high_pct}")
-        check(self.norm_high_pct - self.norm_low_pct >= 50.0, f"{key}.norm_high_pct",
-              "the normalisation percentiles must span at least 50 points")
+        check(0.0 <= self.norm_low_pct <= 25.0, f"{key}.norm_low_pct", f"must be a percentile in [0, 25], got {self.norm_low_pct}")
+        check(75.0 <= self.norm_high_pct <= 100.0, f"{key}.norm_high_pct", f"must be a percentile in [75, 100], got {self.norm_high_pct}")
         check(0.0 < self.flat_tol <= 0.5, f"{key}.flat_tol", f"must be in (0, 0.5], got {self.flat_tol}")
         check(0.0 <= self.min_marker_distance <= 0.7, f"{key}.min_marker_distance",
               f"must be in [0, 0.7] (fraction of the image diagonal), got {self.min_marker_distance}")

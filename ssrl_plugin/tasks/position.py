@@ -2,16 +2,18 @@
 
 Two windows are marked 1 and 2. Both are mostly valid and flat on their own pixels (markers never land on sky or
 on missing depth), drawn as a FRESH random pair from ``rng`` for every sample (no centre bias). Each centre is
-back-projected with a pinhole model: Z = median farness of the window's valid pixels, X = (u - cx) Z / f, with
-f from ``source.info["focal_px"]`` (or a pinhole ``info["camera"]["fx"]``) when known, else from an assumed horizontal field of view ``fov_deg``. The
-unknown scale of relative depth cancels: every threshold is a fraction of the scene's robust depth range.
+back-projected with a pinhole model: Z = median farness of the window's valid pixels, X = (u - cx) Z / f, with f
+from ``source.info["focal_px"]`` (or a pinhole ``info["camera"]["fx"]``) when known, else from an assumed
+horizontal field of view ``fov_deg``. The unknown scale of relative depth cancels: every threshold is a fraction
+of the scene's robust depth range.
 
 The camera at X faces "away" (0 deg, into the scene), "left" (90 deg, towards the image's left), "towards" (180
 deg, towards the viewer) or "right" (270 deg); its heading is parallel to the ground, so everything happens in the
 x-z plane. Vector d = P_Y - P_X; forward(theta) = (-sin theta, cos theta), right(theta) = (cos theta, sin theta) in
-(x, z). An axis counts when |component| >= ``min_offset`` * range, is "zero" when <= ``max_zero_offset`` * range,
-and anything in between is ambiguous (rejected). One axis counting -> {Left, Right, Front, Back}; both ->
-{Left-Front, Right-Front, Right-Back, Left-Back}. The four options are shuffled; ``slot`` is the correct letter.
+(x, z). An axis counts when |component| >= ``min_offset`` * range and is "zero" when <= ``max_zero_offset`` *
+range; an axis in between is ambiguous ("position/ambiguous"), both axes zero is "position/too_close". One axis
+counting -> {Left, Right, Front, Back}; both -> {Left-Front, Right-Front, Right-Back, Left-Back}. The four options
+are shuffled; ``slot`` is the index of the correct letter.
 """
 
 from __future__ import annotations
@@ -149,11 +151,11 @@ class PositionTask(Task):
             cam, tgt = (regions[0], regions[1]) if camera_label == "1" else (regions[1], regions[0])
             forward, right = facing_components(tgt["X"] - cam["X"], tgt["Z"] - cam["Z"], FACINGS[facing])
             fwd_state, right_state = axis_state(forward, count_at, zero_at), axis_state(right, count_at, zero_at)
-            if fwd_state in ("zero", "ambiguous") and right_state in ("zero", "ambiguous"):
-                reason, detail = "position/too_close", f"forward {forward:.3g}, right {right:.3g} < {count_at:.3g}"
-                continue
             if "ambiguous" in (fwd_state, right_state):
-                reason, detail = "position/ambiguous", f"forward {forward:.3g}, right {right:.3g} between {zero_at:.3g} and {count_at:.3g}"
+                reason, detail = "position/ambiguous", f"forward {forward:.3g} / right {right:.3g}: one lies between {zero_at:.3g} and {count_at:.3g}"
+                continue
+            if fwd_state == right_state == "zero":
+                reason, detail = "position/too_close", f"forward {forward:.3g} and right {right:.3g} both within {zero_at:.3g}"
                 continue
             break
         else:

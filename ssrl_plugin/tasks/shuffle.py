@@ -91,20 +91,21 @@ def _layout_phrase(rows: int, cols: int) -> str:
         return f"{cols} strips side by side (1 row x {cols} columns)"
     if cols == 1:
         return f"{rows} strips stacked from top to bottom ({rows} rows x 1 column)"
-    return f"a {rows}x{cols} grid ({rows} rows x {cols} columns) of {rows * cols} patches"
+    return f"a {rows}x{cols} grid ({rows} rows x {cols} columns) of {rows * cols} pieces"
 
 
 def build_question(rows: int, cols: int, masked: bool) -> str:
     k = rows * cols
     fmt = "-".join(G.position_names(rows, cols))
     example = "-".join(str(d) for d in reversed(range(k)))
-    mask = ("One patch has been painted white so its content is hidden; it still carries a label and still "
+    legend = " (RiCj = row i, column j, counted from 1)" if fmt.startswith("R1C1") else ""
+    mask = ("One piece has been painted white so its content is hidden; it still carries a label and still "
             "belongs to exactly one position. ") if masked else ""
     return (
         f"<image>\nThis image was cut into {_layout_phrase(rows, cols)}, and the pieces were shuffled. "
         f"Each piece shows its label (0 to {k - 1}) at its centre. {mask}"
         f"Restore the original image: for each original position, {G.reading_order_phrase(rows, cols)}, give the "
-        f"label of the piece that belongs there. Answer with the labels in the order '{fmt}', separated by '-' "
+        f"label of the piece that belongs there. Answer with the labels in the order '{fmt}'{legend}, separated by '-' "
         f"(for example {example})."
     )
 
@@ -241,7 +242,7 @@ class ShuffleTask(Task):
                 continue
             order = np.argsort(dist[d])
             best, second = dist[d, order[0]], dist[d, order[1]]
-            if not best < 0.5 * second:
+            if not best < 0.75 * second:  # a clear winner, not a coin toss between two similar cells
                 problems.append(f"display patch {d} matches source cells {int(order[0])} and {int(order[1])} "
                                 f"almost equally ({best:.1f} vs {second:.1f} RMS)")
             origin_of[d] = int(order[0])
