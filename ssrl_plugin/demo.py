@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +79,10 @@ def load_demo(ref: SourceRef, opts: LoadOptions) -> Source:
     """Render the source ``ref`` points to, at its size shrunk to fit ``opts.max_side`` (never enlarged)."""
     if ref.scheme != DEMO_SCHEME or len(ref.extra) != 4:
         raise SourceError(f"{ref.id}: not a demo reference (scheme={ref.scheme!r}, extra={ref.extra!r})")
-    kind, index, width, height = ref.extra
+    kind, index, orig_width, orig_height = ref.extra
     if kind not in (RGB_KIND, RGBD_KIND):
         raise SourceError(f"{ref.id}: unknown demo kind {kind!r}")
-    width, height = fit_size(int(width), int(height), opts.max_side)
+    width, height = fit_size(int(orig_width), int(orig_height), opts.max_side)
     if min(width, height) < opts.min_side:
         raise SourceError(f"{ref.id}: demo size {width}x{height} is below min_side={opts.min_side}")
     if kind == RGB_KIND:
@@ -90,9 +91,18 @@ def load_demo(ref: SourceRef, opts: LoadOptions) -> Source:
     else:
         rgb, depth, extra_info = render_rgbd(int(index), width, height)
     digest = hashlib.sha256(rgb.tobytes())
+    info: dict[str, Any] = {
+        "demo": True,
+        "kind": kind,
+        "index": int(index),
+        "orig_size": [int(orig_width), int(orig_height)],  # same keys as files (see imaging.load_rgb)
+        "size": [width, height],
+        "scale": width / int(orig_width),
+    }
     if depth is not None:
         digest.update(depth.values.astype(np.float32).tobytes())
-    info = {"demo": True, "kind": kind, "index": int(index), "size": [width, height], **extra_info}
+        info.update(depth_kind="metric", valid_fraction=float(np.count_nonzero(depth.valid) / depth.valid.size))
+    info.update(extra_info)
     return Source(id=ref.id, rgb=rgb, sha256=digest.hexdigest(), depth=depth, info=info)
 
 
@@ -107,28 +117,32 @@ def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 # -------------------------------------------------------------------------------------------- noise helpers
 
 
-def _smoothstep(f: np.ndarray) -> np.ndarray:
-    """C1 interpolation weight: value noise without the grid-aligned creases of linear interpolation."""
-    return f * f * (3.0 - 2.0 * f)
-
-
 def _interp_index(cells: int, n: int, periodic: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lattice indices and smoothstep weights to stretch ``cells`` lattice steps over ``n`` samples."""
+    """Lattice indices and linear weights to stretch ``cells`` lattice steps over ``n`` samples.
+
+    Linear, not smoothstep: in the pyramid sum of :func:`_noise` coarse octaves are resampled several
+    times, and smoothstep's flat spots at every lattice point would pile up into a visible grid.
+    """
     pos = np.arange(n, dtype=np.float64) * (cells / n)
     i0 = np.floor(pos).astype(np.intp)
-    w = _smoothstep(pos - i0).astype(np.float32)
+    w = (pos - i0).astype(np.float32)
     i1 = (i0 + 1) % cells if periodic else i0 + 1
     return i0, i1, w
 
 
 def _upsample(lattice: np.ndarray, height: int, width: int, periodic: bool) -> np.ndarray:
-    """Separable smooth upsampling of a small random lattice (periodic: the result tiles seamlessly)."""
+    """Separable bilinear resampling of a small lattice to (height, width) (periodic: the result tiles)."""
     gy, gx = lattice.shape
     cy, cx = (gy, gx) if periodic else (gy - 1, gx - 1)
     i0, i1, wx = _interp_index(cx, width, periodic)
     rows = lattice[:, i0] * (1.0 - wx) + lattice[:, i1] * wx
     j0, j1, wy = _interp_index(cy, height, periodic)
-    return rows[j0] * (1.0 - wy)[:, None] + rows[j1] * wy[:, None]
+    out = rows[j1]  # out = rows[j0] + (rows[j1] - rows[j0]) * wy, in place: full-size temporaries are costly
+    top = rows[j0]
+    out -= top
+    out *= wy[:, None]
+    out += top
+    return out
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
@@ -146,15 +160,25 @@ def _noise(
     persistence: float = 0.55,
     periodic: bool = False,
 ) -> np.ndarray:
-    """Multi-octave value noise in [0, 1], float32 (height, width); ``cells`` = (rows, cols) of octave 0."""
-    out = np.zeros((height, width), np.float32)
+    """Multi-octave value noise in [0, 1], float32 (height, width); ``cells`` = (rows, cols) of octave 0.
+
+    Pyramid form: the octaves are summed on their (small) lattices, each coarser sum resampled onto the
+    next finer lattice, and only the final lattice is stretched to full size: one full-size upsample per
+    field instead of one per octave (~3x faster for the same cloudy look).
+    """
+    acc: np.ndarray | None = None
     amp = 1.0
     for o in range(octaves):
         gy, gx = min(cells[0] << o, height), min(cells[1] << o, width)
         shape = (gy, gx) if periodic else (gy + 1, gx + 1)
-        out += np.float32(amp) * _upsample(rng.random(shape, dtype=np.float32), height, width, periodic)
+        lattice = rng.random(shape, dtype=np.float32)
+        lattice *= np.float32(amp)
+        if acc is not None:
+            lattice += _upsample(acc, shape[0], shape[1], periodic)
+        acc = lattice
         amp *= persistence
-    return _normalise(out)
+    assert acc is not None
+    return _normalise(_upsample(acc, height, width, periodic))
 
 
 def _atlas(layers: list[np.ndarray]) -> np.ndarray:
@@ -206,7 +230,7 @@ def _unit2(rng: np.random.Generator) -> tuple[float, float]:
         a, b = rng.uniform(-1.0, 1.0, 2)
         n2 = a * a + b * b
         if 0.01 < n2 <= 1.0:
-            n = n2**0.5
+            n = math.sqrt(n2)
             return float(a / n), float(b / n)
 
 
@@ -241,15 +265,27 @@ def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray, float]
 
 
 def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Linear two-colour gradient at a random angle plus an off-centre glow: no axis of symmetry."""
+    """Linear two-colour gradient at a random angle plus an off-centre glow: no axis of symmetry.
+    Returns float32 (3, H, W); built in place, channel by channel (big temporaries cost page faults)."""
     dx, dy = _unit2(rng)
     g = x * np.float32(dx) + y * np.float32(dy)
-    g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
-    c0, c1, c2 = _colour(rng, 0.7), _colour(rng, 0.7), _colour(rng, 0.9)
-    img = c0 + g * (c1 - c0)
+    g -= g.min()
+    g *= np.float32(1.0 / max(float(g.max()), 1e-6))
+    c0, c1, c2 = _colour(rng, 0.7).ravel(), _colour(rng, 0.7).ravel(), _colour(rng, 0.9).ravel()
     gx, gy, gr = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.7), rng.uniform(0.1, 0.35)
-    glow = 1.0 / (1.0 + ((x - gx) ** 2 + (y - gy) ** 2) * np.float32(1.0 / (gr * gr)))
-    return img + (glow * np.float32(rng.uniform(0.2, 0.5))) * (c2 - img)
+    glow = (x - np.float32(gx)) ** 2 + (y - np.float32(gy)) ** 2
+    glow *= np.float32(1.0 / (gr * gr))
+    glow += 1.0
+    np.divide(np.float32(rng.uniform(0.2, 0.5)), glow, out=glow)  # glow strength in (0, 0.5]
+    keep = 1.0 - glow
+    img = np.empty((3,) + g.shape, np.float32)
+    for c in range(3):  # mix(gradient, c2, glow)
+        band = img[c]
+        np.multiply(g, c1[c] - c0[c], out=band)
+        band += c0[c]
+        band *= keep
+        band += glow * c2[c]
+    return img
 
 
 def _polygon(rng: np.random.Generator, a: float, b: float) -> tuple[np.ndarray, np.ndarray]:
@@ -278,7 +314,7 @@ def _shape_sd(
     sd = np.full(np.broadcast_shapes(lx.shape, ly.shape), -np.inf, np.float32)
     for i in range(n):
         ex, ey = vx[(i + 1) % n] - vx[i], vy[(i + 1) % n] - vy[i]
-        norm = (ex * ex + ey * ey) ** 0.5
+        norm = math.sqrt(ex * ex + ey * ey)
         if norm < 1e-6:
             continue
         nx, ny = ey / norm, -ex / norm  # outward for counter-clockwise (increasing angle) vertices
@@ -291,15 +327,13 @@ def _fill(rng: np.random.Generator, lx: np.ndarray, ly: np.ndarray, a: float, no
     c0, c1 = _colour(rng, 0.9), _colour(rng, 0.9)
     g = np.clip(0.5 + lx * np.float32(rng.uniform(-0.5, 0.5) / a) + ly * np.float32(rng.uniform(-0.5, 0.5) / a), 0, 1)
     paint = c0 + g * (c1 - c0)
-    style = rng.random()
-    if style < 0.4:  # stripes at a random angle and period (high-frequency detail for small periods)
+    tint = _colour(rng, 1.0)  # the image's noise seen through the shape's own colour ramp: never flat
+    paint = paint + ((noise - 0.5) * np.float32(rng.uniform(0.4, 1.0))) * tint
+    if rng.random() < 0.45:  # stripes at a random angle and period (high-frequency detail for small periods)
         dx, dy = _unit2(rng)
         period = float(rng.uniform(3.0, 0.4 * a + 4.0))
         st = _triangle((lx * np.float32(dx) + ly * np.float32(dy)) * np.float32(1.0 / period))
         paint = paint * (1.0 - np.float32(rng.uniform(0.2, 0.5)) * st)
-    elif style < 0.8:  # the image's noise field seen through its own colour ramp
-        tint = _colour(rng, 1.0)
-        paint = paint + ((noise - 0.5) * np.float32(rng.uniform(0.4, 0.9))) * tint
     if rng.random() < 0.6:  # shading as if lit from one side: fake volume
         lx_, ly_ = _unit2(rng)
         paint = paint * (0.8 + 0.25 * np.clip((lx * lx_ + ly * ly_) / np.float32(a), -1, 1))
@@ -377,8 +411,15 @@ def render_rgb(index: int, width: int = 640, height: int = 480) -> np.ndarray:
     img = _background(rng, x, y)
     n1 = _noise(rng, height, width, (3, 4), 6)
     n2 = _noise(rng, height, width, (2, 5), 5)
-    img += (n1 - 0.5) * (_colour(rng, 1.0) - 0.5) * np.float32(0.9)
-    img *= (0.75 + 0.5 * n2)
+    tint = (_colour(rng, 1.0).ravel() - 0.5) * np.float32(0.9)
+    detail = _noise(rng, height, width, (12, 16), 3, persistence=0.7)  # mid/high frequencies: no flat patch
+    light = 0.75 + 0.5 * n2
+    n1c, detail_c = n1 - 0.5, (detail - 0.5) * np.float32(0.3)
+    for c in range(3):
+        band = img[c]
+        band += n1c * tint[c]
+        band *= light
+        band += detail_c
 
     quadrants = rng.permutation(4)
     n_shapes = int(rng.integers(12, 17))
@@ -392,10 +433,13 @@ def render_rgb(index: int, width: int = 640, height: int = 480) -> np.ndarray:
         else:
             cx, cy = rng.uniform(0, width), rng.uniform(0, height)
             radius = float(rng.uniform(0.02, 0.12)) * s
-        _draw_shape(rng, img, n1 if i % 2 else n2, (float(cx), float(cy)), radius, kinds[int(rng.integers(0, 3))])
+        noise = (n1, n2, detail)[int(rng.integers(0, 3))]
+        _draw_shape(rng, img, noise, (float(cx), float(cy)), radius, kinds[int(rng.integers(0, 3))])
     for _ in range(int(rng.integers(3, 8))):
         _draw_stroke(rng, img, s)
-    img += (rng.random((height, width), dtype=np.float32) - 0.5) * np.float32(2 * GRAIN)
+    grain = rng.random((height, width), dtype=np.float32) - 0.5
+    grain *= np.float32(2 * GRAIN)
+    img += grain
     return _to_uint8(img)
 
 
@@ -534,7 +578,7 @@ class Scene:
 
 
 def _unit3(x: float, y: float, z: float) -> Vec3:
-    n = (x * x + y * y + z * z) ** 0.5
+    n = math.sqrt(x * x + y * y + z * z)
     return (x / n, y / n, z / n)
 
 
@@ -546,9 +590,9 @@ def _make_camera(rng: np.random.Generator, width: int, height: int) -> Camera:
     h = float(rng.uniform(1.2, 1.8))
     x0 = float(rng.uniform(-0.4, 0.4))
     ty, tp = float(rng.uniform(-0.25, 0.25)), float(rng.uniform(0.08, 0.22))
-    cyaw = 1.0 / (1.0 + ty * ty) ** 0.5
+    cyaw = 1.0 / math.sqrt(1.0 + ty * ty)
     syaw = ty * cyaw
-    cp = 1.0 / (1.0 + tp * tp) ** 0.5
+    cp = 1.0 / math.sqrt(1.0 + tp * tp)
     sp = tp * cp
     f = FOCAL_PER_WIDTH * width
     return Camera(
@@ -570,7 +614,7 @@ def _make_objects(rng: np.random.Generator, cam: Camera, room: Room) -> tuple[Bo
     clearly), at random lateral offsets inside the view (so some are left/right of or hide others)."""
     n = int(rng.integers(3, 7))
     hx, hz = cam.forward[0], cam.forward[2]  # horizontal viewing direction (unnormalised)
-    hn = (hx * hx + hz * hz) ** 0.5
+    hn = math.sqrt(hx * hx + hz * hz)
     hx, hz = hx / hn, hz / hn
     far = min(OBJECT_FAR, room.back - 1.0)
     edges = np.linspace(OBJECT_NEAR, far, n + 1)
@@ -619,7 +663,7 @@ def make_scene(index: int, width: int = 640, height: int = 480) -> Scene:
     return Scene(cam, room, objects, light)
 
 
-# Per-surface material parameters: one row each of the (N_PARAMS, n_surfaces) table gathered per pixel.
+# Per-surface material parameters: columns of the (n_surfaces, N_PARAMS) table gathered per pixel.
 P_TEX_A, P_TEX_B, P_OFF_U, P_OFF_V = 0, 1, 2, 3  # texel coords: u = s*A - q*B + off_u, v = s*B + q*A + off_v
 P_W_NOISE, P_W_MACRO = 4, 5  # weights of the surface's texture layer and of large-scale blotches
 P_STRIPE_A, P_STRIPE_B, P_STRIPE_PHASE, P_W_STRIPE, P_SHARP = 6, 7, 8, 9, 10  # stripes (cycles per metre)
@@ -795,6 +839,9 @@ class _Shader:
     """Everything random about a scene's look, drawn once (so it cannot depend on the strip size),
     and the per-strip colouring: texture x half-Lambert x contact shadows, haze, sky, grain."""
 
+    SHADOW_SOFT = 0.35  # metres over which a contact shadow fades out
+    SHADOW_DARK = 0.5  # darkening at the centre of a contact shadow
+
     def __init__(self, index: int, scene: Scene):
         rng = rng_for("demo", RGBD_KIND, index, "materials")
         cam = scene.camera
@@ -821,9 +868,6 @@ class _Shader:
                 self.spheres.append((base, obj))
             self.shadows.append(self._shadow_footprint(obj))
             base += 6 if isinstance(obj, Box) else 1
-
-    SHADOW_SOFT = 0.35  # metres over which a contact shadow fades out
-    SHADOW_DARK = 0.5  # darkening at the centre of a contact shadow
 
     def _shadow_footprint(self, obj: Box | Sphere) -> tuple[float, float, float, float, bool, Window]:
         """Ground footprint (centre x/z, half sizes, round?) displaced away from the light, and its window."""

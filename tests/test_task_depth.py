@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from conftest import make_source, textured_rgb
 from ssrl_plugin.core import DepthMap, Source
@@ -18,7 +18,7 @@ from ssrl_plugin.imaging import decode_image, encode_image
 from ssrl_plugin.tasks.depth_common import DepthField, nan_quantiles, prepare_depth, window_stats
 from ssrl_plugin.tasks.depth_order import PAPER_BANDS, PERMUTATIONS, DepthOrderTask
 
-SIZES = [(240, 320), (241, 333), (480, 640), (333, 250), (301, 417)]
+SIZES = [(240, 320), (241, 333), (480, 640), (333, 250), (301, 417), (128, 171)]
 
 
 @lru_cache(maxsize=None)
@@ -152,6 +152,10 @@ def test_verify_catches_corruption():
     erased.paste(source.image().crop(box), box[:2])
     assert any("ring" in p for p in TASK.verify([erased], sample.answer, meta, source))
 
+    hidden = sample.images[0].copy()  # region 2 painted over: it is no longer visible
+    ImageDraw.Draw(hidden).rectangle([v - 1 for v in meta["regions"][1]["box"]], fill=(255, 255, 255))
+    assert any("hidden" in p for p in TASK.verify([hidden], sample.answer, meta, source))
+
     assert TASK.verify(sample.images, sample.answer, meta, None)
 
 
@@ -267,7 +271,7 @@ def test_window_statistics_match_a_direct_computation():
     """Box sums and row-sorted quantiles agree with plain numpy on every window (invalid pixels left out)."""
     source = cached_source(3, 241, 333)
     field = prepare_depth(source, "depth", 0.5, 99.5, 0.1, "depth/x")
-    xs, ys = np.array([10, 57, 200, 320]), np.array([9, 100, 230])
+    xs, ys = np.array([6, 57, 200, 326]), np.array([6, 100, 234])
     stats = window_stats(field, xs, ys, 6)
     rows = []
     for k, (x, y) in enumerate(zip(stats.cx, stats.cy)):

@@ -17,7 +17,7 @@ from ssrl_plugin.errors import ConfigError, Reject
 from ssrl_plugin.imaging import decode_image, encode_image
 from ssrl_plugin.tasks.position import DIAGONAL, LETTERS, STRAIGHT, PositionTask
 
-SIZES = [(240, 320), (241, 333), (480, 640), (333, 250), (301, 417)]
+SIZES = [(240, 320), (241, 333), (480, 640), (333, 250), (301, 417), (128, 171)]
 
 # (forward, right) unit vectors in the image's (x, z) ground plane for each facing, written out by hand
 AXES = {"away": ((0, 1), (1, 0)), "left": ((-1, 0), (0, 1)), "towards": ((0, -1), (-1, 0)), "right": ((1, 0), (0, -1))}

@@ -22,7 +22,6 @@ Shortcut cues of the reference scripts are removed:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +104,7 @@ class _Option:
 
 def _hole_widths(side: int) -> int:
     """Width of each of the two outline bands (red outside, white inside), scaled to the hole."""
-    return max(1, int(round(side / 96)))
+    return max(1, int(round(side / 80)))
 
 
 def _zoom_window(box: Box) -> Box:
@@ -119,7 +118,7 @@ def _context_window(box: Box, frac: float, width: int, height: int) -> tuple[Box
     """The crop grown by ``frac * s`` per side, shifted (never clipped) to lie inside the image; None if too big."""
     x0, y0, x1, y1 = box
     s = x1 - x0
-    m = int(round(frac * s))
+    m = int(frac * s)  # floor: with size_frac 0.5 the 0.5-margin window (<= 2s) still fits
     side = s + 2 * m
     if side > width or side > height:
         return None
@@ -201,7 +200,7 @@ class CropTask(Task):
             raise ValueError(f"crop: slot must be in range({self.num_slots}), got {slot}")
         cfg = self.config
         h, w = source.height, source.width
-        s = int(round(min(h, w) * cfg.size_frac))
+        s = int(min(h, w) * cfg.size_frac)  # floor: a 2s context window always fits when size_frac = 0.5
         zoom_side = s - 2 * (s // 4)
         side = min(zoom_side, cfg.max_option_side)
         if side < cfg.min_option_side:
@@ -355,7 +354,7 @@ def _check_distractor_geometry(o: dict, box: tuple[int, ...], width: int, height
         if not (x0 < wx0 and y0 < wy0 and wx1 < x1 and wy1 < y1) or abs((wx1 - wx0) - s / 2) > 2:
             problems.append(f"option {letter} (zoom_in): window is not the centre half of the crop")
     elif method in CONTEXT_MARGINS:
-        expect = s + 2 * round(CONTEXT_MARGINS[method] * s)
+        expect = s + 2 * int(CONTEXT_MARGINS[method] * s)
         if wx1 - wx0 != expect or not (wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1):
             problems.append(f"option {letter} ({method}): window is not a side-{expect} square containing the crop")
     else:
@@ -374,8 +373,8 @@ def _check_hole(img: Image.Image, box: tuple[int, ...], source: Source) -> list[
     problems = []
     if inner.size == 0 or inner.mean() > 25 or np.percentile(inner, 99) > 80:
         problems.append(f"image 1 is not dark inside crop_box {list(box)} (mean {inner.mean() if inner.size else -1:.1f})")
-    outside = np.ones(a.shape[:2], bool)
-    outside[y0:y1, x0:x1] = False
-    if outside.any() and float(np.abs(a[outside] - source.rgb[outside].astype(np.float32)).mean()) > 6:
+    diff = np.abs(a - source.rgb.astype(np.float32)).sum(axis=2)
+    n_out = diff.size - (x1 - x0) * (y1 - y0)
+    if n_out > 0 and (float(diff.sum()) - float(diff[y0:y1, x0:x1].sum())) / (3 * n_out) > 6:
         problems.append("image 1 differs from the source outside the hole")
     return problems
