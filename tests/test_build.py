@@ -51,7 +51,7 @@ def test_rows_are_consistent_and_load_with_datasets(demo_dataset):
     out, _ = demo_dataset
     for layout in ("easyr1", "verl"):
         ds = datasets.load_dataset("parquet", data_dir=str(out / layout))
-        assert set(ds) == {"train", "val"}
+        assert set(ds) == {"train", "validation"}  # HF names "val-*" files "validation"
     for row in read_rows(out, "easyr1"):
         gt = json.loads(row["answer"])
         assert gt["task"] == row["task"]

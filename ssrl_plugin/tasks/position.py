@@ -114,6 +114,7 @@ class PositionTask(Task):
     config_cls = PositionConfig
     needs_depth = True
     description = "Where is one marked region as seen from a camera standing at another, with a given facing (RGB-D)."
+    word_options = True  # options are words ("Front", "Left-Back"): stored with the answer so "B. Front" can be checked
 
     config: PositionConfig
 
