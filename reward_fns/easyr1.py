@@ -13,21 +13,24 @@ Older EasyR1 (the version the paper used) picks the manager from ``worker.reward
 ``compute_score`` and ``compute_score_sequential`` accept every one of these shapes, so either name works with
 either reward type. ``main`` is ``compute_score`` (EasyR1's default when the path has no ``:function``).
 
-Returned keys, every sample: ``overall`` (the reward), ``accuracy``, ``format``, ``hedged``, ``length_penalty``,
-``repetition_penalty``, plus ONE per-task key ``accuracy_<task>`` (e.g. ``accuracy_crop``) for the sample's own
-task. Why only its own: EasyR1 appends each returned value to a per-key list and logs ``reward/<key>`` as
-``np.mean`` of that list (``verl/trainer/metrics.py: reduce_metrics``), so a key returned only by crop samples
-logs exactly the crop accuracy, and a task absent from a batch logs nothing instead of a false 0. Filling the key
-with 0 for other tasks would log accuracy x task share; NaN would log NaN; None crashes the reduction. Online
-filtering (``algorithm.filter_key``, default ``overall``) zips one key's list with the samples: filter on one of
-the six common keys, which every sample returns. ``per_task_keys=False`` in ``reward_function_kwargs`` turns the
-per-task keys off.
+Returned keys, the same for every sample of a batch (EasyR1's online filter zips metric lists with samples):
+``overall`` (the reward), ``accuracy``, ``format``, ``hedged``, ``length_penalty``, ``repetition_penalty`` and,
+in batch mode, ``accuracy_<task>`` for each of the five built-in tasks (and any other task in the batch).
+
+How ``accuracy_<task>`` becomes the exact per-task accuracy in the logs: EasyR1 appends each returned value to a
+per-key list and logs ``reward/<key>`` as ``np.mean`` of that list over the whole batch
+(``verl/trainer/metrics.py: reduce_metrics``). So a sample of task t carries ``accuracy * N / N_t`` (N samples in
+the batch, N_t of task t) and every other sample 0: the batch mean is then sum(accuracy of t) / N_t. A single
+value can exceed 1; only the mean is meaningful, and a task absent from the batch logs 0. Never use these keys
+as ``algorithm.filter_key``. The sequential entry sees one sample at a time and returns the six common keys
+only. ``per_task_keys=False`` in ``reward_function_kwargs`` turns the per-task keys off.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping
 
 try:
@@ -35,19 +38,32 @@ try:
 except ImportError:  # loaded by path from a source checkout that is not installed: use the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from ssrl_plugin import scoring
+from ssrl_plugin.paper import BUILTIN_ORDER
 
 REWARD_TYPE = "batch"
 REWARD_NAME = "spatial_ssrl"
 
 
-def _score(response, ground_truth, options: scoring.Options, per_task: bool) -> dict[str, float]:
+def _evaluate(response, ground_truth, options: scoring.Options) -> tuple[str, dict[str, float]]:
     try:
         result = scoring.evaluate(response, ground_truth, None, options)
     except Exception:  # noqa: BLE001 - never take the reward actor down (scoring.score() logs the cause)
-        return scoring.score(response, ground_truth, **options.__dict__)
-    out = result.scores()
-    if per_task and result.task != "unknown":
-        out[f"accuracy_{result.task}"] = result.accuracy
+        return "unknown", scoring.score(response, ground_truth, **options.__dict__)
+    return result.task, result.scores()
+
+
+def _score_batch(pairs, options: scoring.Options, per_task: bool) -> list[dict[str, float]]:
+    evaluated = [_evaluate(r, g, options) for r, g in pairs]
+    if not per_task:
+        return [scores for _, scores in evaluated]
+    counts = Counter(task for task, _ in evaluated if task != "unknown")
+    tasks = sorted(set(BUILTIN_ORDER) | set(counts))
+    n = len(evaluated)
+    out = []
+    for task, scores in evaluated:
+        for t in tasks:  # batch mean of accuracy_<t> == accuracy over the samples of task t
+            scores[f"accuracy_{t}"] = scores["accuracy"] * n / counts[t] if task == t else 0.0
+        out.append(scores)
     return out
 
 
@@ -78,7 +94,7 @@ def compute_score(reward_inputs, *args, **kwargs):
         pairs = [(r, truths[i] if i < len(truths) else None) for i, r in enumerate(inputs)]
     else:
         pairs = [_one_input(item) for item in inputs]
-    return [_score(r, g, options, per_task) for r, g in pairs]
+    return _score_batch(pairs, options, per_task)
 
 
 def compute_score_sequential(reward_input, *args, **kwargs):
@@ -86,10 +102,10 @@ def compute_score_sequential(reward_input, *args, **kwargs):
     if isinstance(reward_input, (list, tuple)) or type(reward_input).__name__ == "ndarray":
         return compute_score(reward_input, *args, **kwargs)
     ground_truth = args[0] if args else kwargs.pop("ground_truth", None)
-    options, per_task = _options(kwargs)
+    options, _ = _options(kwargs)
     if isinstance(reward_input, Mapping):
         reward_input, ground_truth = _one_input(reward_input)
-    return _score(reward_input, ground_truth, options, per_task)
+    return _evaluate(reward_input, ground_truth, options)[1]
 
 
 main = compute_score

@@ -1,4 +1,4 @@
-"""The ``ssrl`` command line: ``tasks``, ``build``, ``verify``.
+"""The ``ssrl`` command line: ``tasks``, ``build``, ``verify``, ``examples``.
 
 Heavy modules (the builders, pyarrow) are imported inside the subcommands so ``ssrl tasks`` starts fast.
 """
@@ -74,6 +74,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from .examples import write_examples
+
+    for path in write_examples(args.out, seed=args.seed, tasks=args.tasks):
+        print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssrl", description="Spatial-SSRL pretext tasks for EasyR1 and verl")
     p.add_argument("--version", action="version", version=f"ssrl {__version__}")
@@ -105,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--limit", type=int, help="check at most N samples")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+    e = sub.add_parser("examples", help="write one example picture per task, made from the demo corpus")
+    e.add_argument("--out", required=True)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--tasks", type=_csv)
+    e.set_defaults(func=cmd_examples)
     return p
 
 

@@ -3,17 +3,15 @@ r"""Response parsing and scoring for the Spatial-SSRL pretext tasks (pure Python
 ``score(response, ground_truth, task_hint=None, **options)`` returns, for ANY input, the same six keys, each a
 finite float:
 
-==================== ================================================================================
-``overall``          ``(1 - format_weight) * accuracy + format_weight * format - length_penalty
-                     - repetition_penalty``. In [0, 1] with the default options (both penalties off);
-                     at worst ``-(length_penalty + repetition_penalty weights)`` (>= -2) when they are on.
-``accuracy``         1.0 right, 0.0 wrong / missing / hedged; a fraction with ``partial_credit``.
-``format``           1.0 when the paper's format check passes, else 0.0.
-``hedged``           1.0 when the response hedges (disagreeing boxed answers, several options in one box,
-                     more than 16 ``\boxed``), else 0.0. Diagnostic only: never adds reward.
-``length_penalty``   the amount subtracted for an overlong response (0.0 unless ``max_response_chars``).
-``repetition_penalty`` the amount subtracted for a repetitive response (0.0 unless ``repetition_penalty``).
-==================== ================================================================================
+* ``overall``: ``(1 - format_weight) * accuracy + format_weight * format - length_penalty - repetition_penalty``.
+  In [0, 1] with the default options (both penalties off); never below ``-(length_penalty + repetition_penalty)``
+  weights (>= -2) when they are on.
+* ``accuracy``: 1.0 right, 0.0 wrong / missing / hedged; a fraction with ``partial_credit``.
+* ``format``: 1.0 when the paper's format check passes, else 0.0.
+* ``hedged``: 1.0 when the response hedges (disagreeing boxed answers, several options in one box, more than 16
+  ``\boxed``), else 0.0. A diagnostic: it never adds reward.
+* ``length_penalty``: the amount subtracted for an overlong response (0.0 unless ``max_response_chars``).
+* ``repetition_penalty``: the amount subtracted for a repetitive response (0.0 unless ``repetition_penalty``).
 
 Bad input (``None``, a non-string, a ground truth that cannot be parsed) scores all zeros and never raises.
 Invalid option VALUES (e.g. ``format_weight=2``) raise ``ValueError``: that is a configuration error, and failing
@@ -27,8 +25,9 @@ The paper removes whitespace around ``<``, ``>`` and ``/`` and then requires
 normalisation the response must start with ``<think>``, contain ``</think>`` after it, a literal ``\boxed{``
 after that, and a ``}`` after that; anything may follow. ``< think >`` and ``</ think >`` therefore pass,
 ``\boxed {A}`` (space before the brace) does not, text before ``<think>`` does not. The tags are options
-(``think_open``, ``think_close``). The check is done with linear-time searches (the paper's own regexes are
-quadratic on long whitespace runs and on unclosed tags) and never builds the normalised string.
+(``think_open``, ``think_close``). The check is done with linear-time searches and never builds the normalised
+string: the paper's own regexes take 2 s on 16 KB of spaces (quadratic) and 2.7 s on 16 KB of repeated
+``</think>``/``\boxed{`` (backtracking).
 
 Which boxed answer counts (``accuracy``)
 ----------------------------------------
@@ -68,8 +67,8 @@ Ground truth
 Our builder writes compact JSON ``{"answer":"B","task":"crop"}`` (plus ``"options":{"A":"Left",...}`` for
 position). Plain answers of the released Spatial-SSRL-81k data (``0-2-3-1``, ``3-0``, ``3-1-2``, ``A``) work too;
 a mapping with ``answer`` (or verl's ``{"ground_truth": ...}``) as well. The task name is the JSON ``task``, else
-``task_hint`` (``spatial_ssrl/crop`` or ``crop``), else inferred from the answer's shape (a permutation from 0:
-shuffle, from 1: depth, two numbers: flip, a letter: ``choice``).
+``task_hint`` when it names one of TASKS (``spatial_ssrl/crop`` or ``crop``), else inferred from the answer's shape
+(a permutation from 0: shuffle, from 1: depth, two numbers: flip, a letter: ``choice``).
 
 Options (all off by default, so the default reproduces the paper's 0.9/0.1 reward)
 ---------------------------------------------------------------------------------
@@ -199,6 +198,8 @@ def make_options(**kwargs) -> Options:
         return _build_options(kw)
     opts = _options_cache.get(key)
     if opts is None:
+        if len(_options_cache) >= 256:  # a trainer uses one setting; only sweeps and fuzzers create many
+            _options_cache.clear()
         opts = _options_cache[key] = _build_options(kw)
     return opts
 
@@ -223,7 +224,7 @@ def _tag_regex(tag: str, anchored: bool) -> re.Pattern:
     \\s* would be retried at every position of a whitespace run (quadratic); at the anchored start it is safe.
     """
     parts = []
-    for ch in tag:
+    for ch in _normalise_tag(tag):
         if ch in _SPECIAL:
             if not parts or parts[-1] != r"\s*":
                 parts.append(r"\s*")
@@ -567,7 +568,8 @@ def evaluate(response, ground_truth, task_hint=None, options: Options = DEFAULT_
     r.length_penalty = _length_penalty(len(response), options)
     r.repetition_penalty = _repetition_penalty(response, options)
     w = options.format_weight
-    r.overall = (1.0 - w) * r.accuracy + w * r.format - r.length_penalty - r.repetition_penalty
+    base = min(1.0, (1.0 - w) * r.accuracy + w * r.format)  # min: (1 - w) + w can round to 1.0000000000000002
+    r.overall = base - r.length_penalty - r.repetition_penalty
     return r
 
 

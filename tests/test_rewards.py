@@ -360,6 +360,8 @@ def test_easyr1_batch_current():
         assert {k: v for k, v in s.items() if not k.startswith("accuracy_")} == score(r, g)
         assert all(isinstance(v, float) and math.isfinite(v) for v in s.values())
         assert all(k in s for k in KEYS)  # the filter keys are in every sample
+    assert all(set(s) == set(scores[0]) for s in scores)  # one key set for the whole batch
+    assert {"accuracy_crop", "accuracy_depth", "accuracy_position", "accuracy_shuffle", "accuracy_flip"} <= set(scores[0])
     logged = easyr1_reduce(scores)
     assert logged["reward/accuracy_crop"] == pytest.approx(2 / 3)
     assert logged["reward/accuracy_depth"] == pytest.approx(1 / 2)
@@ -392,7 +394,8 @@ def test_easyr1_older_call_shapes():
     assert [s["overall"] for s in old_batch] == [score(r, g)["overall"] for r, g in EASYR1_BATCH]
     seq = partial(module.compute_score_sequential, format_weight=0.1)
     assert seq(R("B"), CROP)["overall"] == 1.0  # SequentialFunctionRewardManager: fn(response_str, ground_truth)
-    assert seq({"response": R("B"), "response_length": 5, "ground_truth": CROP})["accuracy_crop"] == 1.0
+    one = seq({"response": R("B"), "response_length": 5, "ground_truth": CROP})
+    assert one["accuracy"] == 1.0 and set(one) == set(KEYS)  # one sample at a time: no per-task keys
     assert module.compute_score(R("B"), CROP)["overall"] == 1.0  # compute_score named with reward_type=sequential
     assert module.compute_score_sequential([{"response": R("B"), "ground_truth": CROP}])[0]["overall"] == 1.0
     assert module.main is module.compute_score  # EasyR1's default function name
@@ -411,7 +414,8 @@ def test_easyr1_kwargs_and_per_task_switch():
 def test_easyr1_bad_inputs():
     module = load_like_easyr1(EASYR1_FILE)
     scores = module.compute_score([{"response": None, "ground_truth": None}, {}, "not a dict", {"response": 5}])
-    assert len(scores) == 4 and all(set(s) == set(KEYS) for s in scores)
+    assert len(scores) == 4 and all(set(s) == set(scores[0]) and set(KEYS) <= set(s) for s in scores)
+    assert all(v == 0.0 for s in scores for v in s.values())
     assert module.compute_score([]) == []
 
 
@@ -522,3 +526,13 @@ def test_scoring_imports_without_heavy_dependencies():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1.0"
+
+
+def test_ground_truths_written_by_the_builder():
+    from data_builders.records import ground_truth
+
+    diagonal = {"A": "Left-Front", "B": "Right-Front", "C": "Right-Back", "D": "Left-Back"}
+    assert score(R("C. Right-Back"), ground_truth("position", "C", diagonal))["accuracy"] == 1.0
+    assert score(R("C. Left-Back"), ground_truth("position", "C", diagonal))["accuracy"] == 0.0
+    assert score(R("0, 2, 3, 1"), ground_truth("shuffle", "0-2-3-1"))["accuracy"] == 1.0
+    assert evaluate(R("3-0"), ground_truth("flip", "3-0")).task == "flip"
