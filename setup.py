@@ -17,7 +17,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ssrl_plugin", "ssrl_plugin.*", "data_builders", "data_builders.*", "reward_fns", "reward_fns.*"]),
     include_package_data=True,
-    package_data={"example_configs": ["*"]},
+    package_data={"ssrl_plugin": ["templates/*.jinja"]},
     install_requires=[
         "numpy>=1.24",
         "pillow>=10.1",  # scalable default font (ImageFont.load_default(size=...))

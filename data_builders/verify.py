@@ -62,6 +62,8 @@ def verify_dataset(out: str | Path, layout: str | None = None, limit: int | None
     out = Path(out)
     manifest, config = read_manifest(out)
     layout = layout or ("easyr1" if (out / "easyr1").exists() else "verl")
+    if not (out / layout).exists():
+        raise SSRLError(f"{out}: no {layout}/ parquet files to verify (build with --format easyr1 or verl)")
     pools = collect_sources(config)
     refs = {r.id: r for r in pools.rgb + pools.rgbd}
     opts = config.source

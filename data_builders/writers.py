@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
 
+from .sft import SftWriter
 from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
 
 ROW_GROUP = 256
@@ -72,13 +73,16 @@ class DatasetWriter:
         self.out, self.split, self.output = out, split, output
         embedded = output.embed_images
         self.writers: dict[str, ShardWriter] = {}
-        for fmt in output.formats:
+        self.sft = SftWriter(out, split, output.instruction) if "sft" in output.formats else None
+        for fmt in (f for f in output.formats if f != "sft"):
             (out / fmt).mkdir(parents=True, exist_ok=True)
             schema = easyr1_schema(embedded) if fmt == "easyr1" else verl_schema(embedded)
             self.writers[fmt] = ShardWriter(out / fmt, split, schema, output.shard_size)
         self.count = 0
 
     def _images(self, rec: Record) -> list:
+        if not self.writers:
+            return []
         if self.output.embed_images:
             return [{"bytes": b} for b in rec.images]
         folder = self.out / "images" / self.split
@@ -98,10 +102,13 @@ class DatasetWriter:
             self.writers["easyr1"].write(easyr1_row(rec, images, o.instruction, o.easyr1_instruction))
         if "verl" in self.writers:
             self.writers["verl"].write(verl_row(rec, images, self.count, o.instruction, o.verl_instruction))
+        if self.sft is not None:
+            self.sft.write(rec)
         self.count += 1
 
     def close(self) -> list[Path]:
-        return [p for w in self.writers.values() for p in w.close()]
+        files = [p for w in self.writers.values() for p in w.close()]
+        return files + (self.sft.close() if self.sft is not None else [])
 
 
 def file_sha256(path: Path) -> str:

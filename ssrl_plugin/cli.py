@@ -1,4 +1,4 @@
-"""The ``ssrl`` command line: ``tasks``, ``build``, ``verify``, ``examples``.
+"""The ``ssrl`` command line: ``tasks``, ``build``, ``verify``, ``score``, ``paths``, ``examples``.
 
 Heavy modules (the builders, pyarrow) are imported inside the subcommands so ``ssrl tasks`` starts fast.
 """
@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .errors import SSRLError
+
+
+SFT_DEFAULT_SAMPLES = 3600
 
 
 def _csv(value: str) -> list[str]:
@@ -48,6 +52,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.format:
         overrides.append(f"output.formats=[{','.join(args.format)}]")
+    if args.format == ["sft"] and args.num_samples is None:
+        flags["num_samples"] = SFT_DEFAULT_SAMPLES  # the paper's cold-start size
     config = load_config(args.config, overrides, **flags)
     result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False)
     if result.total == 0:
@@ -82,6 +88,47 @@ def cmd_examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from data_builders.score import format_report, score_file
+
+    options = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SSRLError(f"option {item!r}: expected key=value (e.g. partial_credit=true)")
+        options[key] = _option_value(value)
+    try:
+        report = score_file(args.data, args.responses, split=args.split, **options)
+    except ValueError as exc:
+        raise SSRLError(str(exc)) from None
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    from .paths import trainer_paths
+
+    paths = trainer_paths()
+    if args.name:
+        key = args.name if args.name in paths else "SSRL_" + args.name.upper().replace("-", "_")
+        if key not in paths:
+            raise SSRLError(f"unknown path {args.name!r}; known: {', '.join(paths)}")
+        print(paths[key])
+    elif args.json:
+        print(json.dumps(paths, indent=2))
+    else:
+        for key, value in paths.items():
+            print(f"export {key}={shlex.quote(value)}" if args.shell else f"{key}={value}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssrl", description="Spatial-SSRL pretext tasks for EasyR1 and verl")
     p.add_argument("--version", action="version", version=f"ssrl {__version__}")
@@ -100,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--val-fraction", type=float, help="share of sources (and samples) for validation (default 0.05)")
     b.add_argument("--seed", type=int, help="global seed (default 0)")
     b.add_argument("--workers", type=int, help="processes (default 1); the output is identical for any value")
-    b.add_argument("--format", type=_csv, help="comma-separated: easyr1, verl (default both)")
+    b.add_argument("--format", type=_csv, help="comma-separated: easyr1, verl, sft (default easyr1,verl; sft alone defaults to 3,600 samples)")
     b.add_argument("--config", help="YAML config file (see example_configs/build.yaml)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     b.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -113,6 +160,20 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--limit", type=int, help="check at most N samples")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
+    sc = sub.add_parser("score", help="score model responses (JSONL of {id, response}) against a built dataset")
+    sc.add_argument("--data", required=True, help="dataset folder made by ssrl build")
+    sc.add_argument("--responses", required=True, help="JSONL file, one {\"id\": ..., \"response\": ...} per line")
+    sc.add_argument("--split", choices=["train", "val"], help="only this split's ground truths (default: all)")
+    sc.add_argument("--json", action="store_true")
+    sc.add_argument("options", nargs="*", metavar="key=value", help="reward options, e.g. partial_credit=true format_weight=0.1")
+    sc.set_defaults(func=cmd_score)
+
+    pa = sub.add_parser("paths", help="absolute paths of the reward files and format prompt, for trainer configs")
+    pa.add_argument("name", nargs="?", help="print one path, e.g. reward-easyr1, reward-verl, format-prompt")
+    pa.add_argument("--shell", action="store_true", help='export lines: eval "$(ssrl paths --shell)"')
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_paths)
+
     e = sub.add_parser("examples", help="write one example picture per task, made from the demo corpus")
     e.add_argument("--out", required=True)
     e.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ from .registry import check, omegaconf_message
 from .sources import LoadOptions
 from .paper import PAPER_COUNTS
 
-FORMATS = ("easyr1", "verl")
+FORMATS = ("easyr1", "verl", "sft")
 IMAGE_FORMATS = ("jpeg", "png")
 DEFAULT_INSTRUCTION = (
     "First think about the question step by step inside <think> </think> tags, "
@@ -40,7 +40,7 @@ class DemoConfig:
 
 @dataclass
 class OutputConfig:
-    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    formats: list[str] = field(default_factory=lambda: ["easyr1", "verl"])  # "sft": LLaMA-Factory cold start
     image_format: str = "jpeg"
     jpeg_quality: int = 95
     embed_images: bool = True  # False: image files under DIR/images, parquet holds paths relative to DIR

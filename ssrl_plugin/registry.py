@@ -75,14 +75,14 @@ class Task(abc.ABC):
     def verify(self, images: list[Image.Image], answer: str, metadata: dict, source: Source | None) -> list[str]:
         """Problems found when re-deriving ``answer`` independently (empty list = answer verified)."""
 
-    def normalize_answer(self, text: str) -> str:
-        return "".join(text.split())
-
     def score_answer(self, answer: str | None, ground_truth: str) -> float:
-        """1.0 when ``answer`` is the canonical answer, else 0.0 (reward_fns adds lenient parsing)."""
+        """Accuracy in [0, 1] of a final answer (the content of ``\\boxed{}``) against the canonical answer or
+        the stored ground-truth JSON, with the equivalent spellings of :mod:`ssrl_plugin.scoring`."""
         if answer is None:
             return 0.0
-        return float(self.normalize_answer(answer) == self.normalize_answer(ground_truth))
+        from .scoring import evaluate
+
+        return evaluate(f"\\boxed{{{answer}}}", ground_truth, self.name).accuracy
 
 
 def make_config(cls: type[TaskConfig], value: TaskConfig | Mapping[str, Any] | None, key: str) -> TaskConfig:

@@ -218,7 +218,7 @@ class DepthOrderTask(Task):
                     problems.append(f"regions {a['label']} and {b['label']} overlap")
         order = sorted(medians, key=lambda k: medians[k])
         derived = "-".join(order)
-        if self.normalize_answer(answer) != derived:
+        if "".join(answer.split()) != derived:
             problems.append(f"answer {answer!r} but the depth map orders the regions {derived} (medians {medians})")
         for near, far in zip(order, order[1:]):
             if medians[far] < medians[near] * (1.0 + 0.99 * thresholds["min_rel_gap"]):

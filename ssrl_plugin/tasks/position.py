@@ -300,7 +300,7 @@ class PositionTask(Task):
         expected_pool = set(DIAGONAL if "-" in derived else STRAIGHT)
         if set(options.values()) != expected_pool or sorted(options) != list(LETTERS):
             problems.append(f"options {options} are not the {'diagonal' if '-' in derived else 'straight'} set")
-        letter = self.normalize_answer(answer)
+        letter = answer.strip()
         if options.get(letter) != derived:
             problems.append(f"answer {answer!r} = {options.get(letter)!r} but the depth map gives {derived!r}")
         problems += check_markers(images[0], source, list(regions.values()), metadata["ring_radius"], metadata["badge_radius"], LABELS)
