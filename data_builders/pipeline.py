@@ -185,27 +185,34 @@ class SplitStats:
 
 def run_split(split: str, quotas: dict[str, int], streams: dict[str, TaskStream], config: BuildConfig,
               executor: Executor, writer: DatasetWriter, bad_sources: dict[str, str], bar: tqdm) -> SplitStats:
+    """Consume the split's candidates in schedule order until every task has its quota (or gives up).
+
+    The schedule (a weighted round-robin over the tasks) is fixed for the whole split; a finished task's turns
+    are skipped, not removed, so the order of the rows never depends on the window size or the worker count.
+    """
     stats = SplitStats()
-    built = Counter()
-    limit = {t: int(q * config.max_candidates_factor) + len(streams[t].pool) for t, q in quotas.items() if q > 0}
-    weights = {t: float(q) for t, q in quotas.items() if q > 0}
-    next_index = Counter()
-    while weights:
-        schedule = weighted_round_robin(weights)
+    built: Counter = Counter()
+    active = {t for t, q in quotas.items() if q > 0}
+    limit = {t: int(quotas[t] * config.max_candidates_factor) + len(streams[t].pool) for t in active}
+    schedule = weighted_round_robin({t: float(quotas[t]) for t in active}) if active else iter(())
+    next_index: Counter = Counter()
+    while active:
         window: list[Candidate] = []
-        while len(window) < config.window and weights:
+        while len(window) < config.window and active:
             task = next(schedule)
+            if task not in active:
+                continue
+            if next_index[task] >= limit[task]:
+                active.discard(task)  # give up: this task rejects almost everything on these sources
+                continue
             cand = streams[task][next_index[task]]
             next_index[task] += 1
-            if next_index[task] >= limit[task]:
-                weights.pop(task)  # give up on this task: it rejects almost everything
-                schedule = weighted_round_robin(weights) if weights else iter(())
             if cand.source.id not in bad_sources:
                 window.append(cand)
         for cand, result in zip(window, executor.map(window)):
-            stats.candidates[cand.task] += 1
             if built[cand.task] >= quotas[cand.task]:
-                continue
+                continue  # computed ahead within the window, not needed
+            stats.candidates[cand.task] += 1
             kind = result[0]
             if kind == "ok":
                 record: Record = result[1]
@@ -223,10 +230,9 @@ def run_split(split: str, quotas: dict[str, int], streams: dict[str, TaskStream]
             else:
                 bad_sources.setdefault(cand.source.id, result[1])
         # planning state changes only here, between windows
-        for task in list(weights):
-            pool_alive = any(r.id not in bad_sources for r in streams[task].pool)
-            if built[task] >= quotas[task] or not pool_alive:
-                weights.pop(task)
+        for task in list(active):
+            if built[task] >= quotas[task] or all(r.id in bad_sources for r in streams[task].pool):
+                active.discard(task)
     stats.shortfall = {t: quotas[t] - built[t] for t in quotas if built[t] < quotas[t]}
     return stats
 

@@ -76,7 +76,7 @@ class BuildConfig:
     seed: int = 0
     workers: int = 1
     max_attempts: int = 4  # fresh random draws per candidate before it counts as rejected
-    window: int = 256  # candidates planned at a time; part of the output's identity, independent of workers
+    window: int = 256  # candidates planned and run in parallel at a time; changes speed only, never the output
     max_candidates_factor: float = 5.0  # give up on a task after this many candidates per wanted sample
     source: LoadOptions = field(default_factory=LoadOptions)
     demo: DemoConfig = field(default_factory=DemoConfig)

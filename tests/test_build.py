@@ -162,3 +162,10 @@ def test_refuses_to_overwrite_without_flag(tmp_path):
     demo_build(tmp_path / "o", num_samples=10)
     with pytest.raises(Exception, match="--overwrite"):
         demo_build(tmp_path / "o", num_samples=10)
+
+
+def test_window_size_changes_nothing_but_speed(tmp_path):
+    a = demo_build(tmp_path / "a", "window=7").manifest
+    b = demo_build(tmp_path / "b", "window=300", workers=2).manifest
+    assert a["content_hash"] == b["content_hash"]
+    assert a["rejected"] == b["rejected"] and a["candidates"] == b["candidates"]

@@ -31,7 +31,7 @@ RGBD_TASKS = "depth,position"
 
 # ------------------------------------------------------------------------------------------------- scenes
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scene(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Demo RGB-D scene ``index`` at 320x240: RGB uint8, exact metric z-depth (0 where invalid), valid mask."""
     rgb, depth, _ = render_rgbd(index, W, H)
@@ -327,15 +327,24 @@ def test_inverse_depth_build_matches_metric_build(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- bad inputs
 
-def write_bad_folders(tmp_path: Path) -> tuple[Path, Path, dict, dict]:
+def write_bad_folders(tmp_path: Path) -> tuple[Path, Path, dict, dict, dict]:
+    """Good DIODE and MegaDepth sources plus one bad file of each kind. Returns (diode root, megadepth root, good
+    sources, bad stem -> the file a reason must name, the source usable with ``source.depth_resize=nearest``)."""
     diode = tmp_path / "indoor"
     good = write_diode(diode, [20, 21, 22, 23])
+    resizable: dict[str, dict] = {}
     folder = diode / "scene_00009" / "scan_00099"
     folder.mkdir(parents=True)
     rgb, z, valid = scene(24)
     # depth at half the RGB's size
     Image.fromarray(rgb).save(folder / "size_mismatch.png")
     np.save(folder / "size_mismatch_depth.npy", np.where(valid, z, 0)[::2, ::2, None].astype(np.float32))
+
+    def read_upsampled(p=folder / "size_mismatch_depth.npy"):  # nearest neighbour, x2: pixel (y, x) <- (y//2, x//2)
+        v = np.load(p)[..., 0].astype(np.float64).repeat(2, axis=0).repeat(2, axis=1)
+        return v, np.isfinite(v) & (v > 0), False
+
+    resizable["indoor/scene_00009/scan_00099/size_mismatch.png"] = {"depth": folder / "size_mismatch_depth.npy", "read": read_upsampled}
     # depth full of NaN
     Image.fromarray(rgb).save(folder / "all_nan.png")
     np.save(folder / "all_nan_depth.npy", np.full((H, W, 1), np.nan, np.float32))
@@ -355,11 +364,11 @@ def write_bad_folders(tmp_path: Path) -> tuple[Path, Path, dict, dict]:
         "missing_depth_for": folder / "missing_depth_for.png",
         "no_key": dense / "depths" / "no_key.h5",
     }
-    return diode, mega, {**good, **good_mega}, bad
+    return diode, mega, {**good, **good_mega}, bad, resizable
 
 
 def test_bad_rgbd_inputs_are_skipped_once_and_good_ones_used(tmp_path):
-    diode, mega, good, bad = write_bad_folders(tmp_path)
+    diode, mega, good, bad, resizable = write_bad_folders(tmp_path)
     specs = [f"diode:{diode}", f"megadepth:{mega}"]
     out = tmp_path / "out"
     manifest = cli_build(out, specs, 40, val_fraction=0.0)
@@ -374,7 +383,7 @@ def test_bad_rgbd_inputs_are_skipped_once_and_good_ones_used(tmp_path):
         assert len(hits) == 1, (stem, texts)
         reason = hits[0]["reason"]
         if stem == "missing_depth_for":
-            assert hits[0]["path"] == str(path.resolve()) or Path(hits[0]["path"]).resolve() == path.resolve()
+            assert Path(hits[0]["path"]).resolve() == path.resolve()
             assert "missing_depth_for_depth.npy" in reason
         else:
             assert path.name in reason, reason
@@ -382,7 +391,7 @@ def test_bad_rgbd_inputs_are_skipped_once_and_good_ones_used(tmp_path):
     assert "320x240" in size_reason and "160x120" in size_reason and "depth_resize" in size_reason
     assert "'depth'" in next(s["reason"] for s in skipped if "no_key" in json.dumps(s))
     for sid in good:
-        assert sid not in texts[0] and all(sid not in t for t in texts)
+        assert all(sid not in t for t in texts), sid
     rows = check_counts(out, manifest, 40)
     used = {r["meta"]["source"]["id"] for r in rows}
     assert used == set(good)
@@ -400,7 +409,8 @@ def test_bad_rgbd_inputs_are_skipped_once_and_good_ones_used(tmp_path):
     for r in resized:
         assert r["meta"]["source"]["depth_resized"] == "nearest"
         assert r["meta"]["source"]["depth_orig_size"] == [W // 2, H // 2]
-    assert {r["meta"]["source"]["id"] for r in rows2} == set(good) | {resized[0]["meta"]["source"]["id"]}
+    assert {r["meta"]["source"]["id"] for r in rows2} == set(good) | set(resizable)
+    check_rows_against_files(rows2, {**good, **resizable})  # answers hold on the x2 nearest upsampling of the file
     assert_verified(out2, 40)
 
 
