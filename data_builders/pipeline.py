@@ -11,11 +11,12 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 import sys
 import time
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 import ssrl_plugin
 from ssrl_plugin.config import BuildConfig
-from ssrl_plugin.dataset import Candidate, TaskStream, generate, weighted_round_robin
+from ssrl_plugin.dataset import Candidate, VisitPlanner, generate
 from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
@@ -34,7 +35,7 @@ from .records import Record, encode
 from .writers import DatasetWriter, file_sha256
 
 SPLITS = ("train", "val")
-OUTPUT_ENTRIES = ("easyr1", "verl", "images", "manifest.json")
+OUTPUT_ENTRIES = ("easyr1", "verl", "sft", "images", "manifest.json", ".ssrl_build_state.json")
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -121,21 +122,27 @@ def _load(ref: SourceRef):
     return source
 
 
-def _run(candidate: Candidate) -> tuple[str, Any]:
-    """One candidate → ("ok", Record, rejects) | ("rejected", rejects) | ("source_error", reason)."""
-    task: Task = _WORKER["tasks"][candidate.task]
+def _run(job: list[Candidate]) -> list[tuple]:
+    """One visit: decode its source once, then each candidate → ("ok", Record, rejects) | ("rejected", rejects)
+    | ("source_error", reason)."""
+    ref = job[0].source
     try:
-        source = _load(candidate.source)
+        source = _load(ref)
     except SourceError as exc:
-        return ("source_error", str(exc))
+        return [("source_error", str(exc))] * len(job)
     except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the build; the file is reported
-        return ("source_error", f"{candidate.source.rgb_path or candidate.source.id}: {type(exc).__name__}: {exc}")
-    result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
-    if result.sample is None:
-        return ("rejected", result.rejects)
+        return [("source_error", f"{ref.rgb_path or ref.id}: {type(exc).__name__}: {exc}")] * len(job)
     out = _WORKER["output"]
-    record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
-    return ("ok", record, result.rejects)
+    results: list[tuple] = []
+    for candidate in job:
+        task: Task = _WORKER["tasks"][candidate.task]
+        result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
+        if result.sample is None:
+            results.append(("rejected", result.rejects))
+            continue
+        record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
+        results.append(("ok", record, result.rejects))
+    return results
 
 
 class Executor:
@@ -150,10 +157,10 @@ class Executor:
         else:
             _init_worker(config)
 
-    def map(self, candidates: list[Candidate]) -> Iterator[tuple[str, Any]]:
+    def map(self, jobs: list[list[Candidate]]) -> Iterator[list[tuple]]:
         if self.pool is None:
-            return map(_run, candidates)
-        return self.pool.imap(_run, candidates, chunksize=max(1, len(candidates) // (self.workers * 8)))
+            return map(_run, jobs)
+        return self.pool.imap(_run, jobs, chunksize=max(1, len(jobs) // (self.workers * 8)))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -180,40 +187,77 @@ class SplitStats:
     answers: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     rejected: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     candidates: Counter = field(default_factory=Counter)
+    built: Counter = field(default_factory=Counter)
     shortfall: dict[str, int] = field(default_factory=dict)
+    position: int = 0  # planner candidates consumed so far: where a resumed build continues
+
+    def to_json(self) -> dict[str, Any]:
+        return {"counts": [[t, v, n] for (t, v), n in sorted(self.counts.items())],
+                "answers": {t: dict(c) for t, c in self.answers.items()},
+                "rejected": {t: dict(c) for t, c in self.rejected.items()},
+                "candidates": dict(self.candidates), "built": dict(self.built),
+                "shortfall": self.shortfall, "position": self.position}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SplitStats:
+        st = cls(Counter({(t, v): n for t, v, n in d["counts"]}), defaultdict(Counter), defaultdict(Counter),
+                 Counter(d["candidates"]), Counter(d["built"]), d["shortfall"], d["position"])
+        for t, c in d["answers"].items():
+            st.answers[t].update(c)
+        for t, c in d["rejected"].items():
+            st.rejected[t].update(c)
+        return st
 
 
-def run_split(split: str, quotas: dict[str, int], streams: dict[str, TaskStream], config: BuildConfig,
-              executor: Executor, writer: DatasetWriter, bad_sources: dict[str, str], bar: tqdm) -> SplitStats:
+def group_visits(window: list[Candidate]) -> list[list[Candidate]]:
+    """Candidates of the same visit become one job (one decode), in order of first appearance."""
+    jobs: dict[tuple, list[Candidate]] = {}
+    for cand in window:
+        jobs.setdefault(cand.visit or (cand.task, cand.index), []).append(cand)
+    return list(jobs.values())
+
+
+def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, list[SourceRef]], config: BuildConfig,
+              executor: Executor, writer: DatasetWriter, stats: SplitStats, bad_sources: dict[str, str], bar: tqdm,
+              checkpoint: Callable[[], None]) -> SplitStats:
     """Consume the split's candidates in schedule order until every task has its quota (or gives up).
 
-    The schedule (a weighted round-robin over the tasks) is fixed for the whole split; a finished task's turns
-    are skipped, not removed, so the order of the rows never depends on the window size or the worker count.
+    The schedule is fixed for the whole split; a finished task's turns are skipped, not removed, so the rows and
+    their order never depend on the window size or the worker count. ``checkpoint`` is called whenever a shard
+    is complete, with ``stats.position`` just past the candidate that completed it.
     """
-    stats = SplitStats()
-    built: Counter = Counter()
-    active = {t for t, q in quotas.items() if q > 0}
-    limit = {t: int(quotas[t] * config.max_candidates_factor) + len(streams[t].pool) for t in active}
-    schedule = weighted_round_robin({t: float(quotas[t]) for t in active}) if active else iter(())
-    next_index: Counter = Counter()
+    built = stats.built
+    pool_of = planner.task_pool
+    limit = {t: int(q * config.max_candidates_factor) + len(pools[pool_of[t]]) for t, q in quotas.items() if q > 0}
+    for _ in range(stats.position):  # a resumed build replays the plan up to where it stopped
+        next(planner)
+    active = {t for t in limit if built[t] < quotas[t] and not all(r.id in bad_sources for r in pools[pool_of[t]])}
     while active:
-        window: list[Candidate] = []
-        while len(window) < config.window and active:
-            task = next(schedule)
-            if task not in active:
+        window: list[tuple[int, Candidate]] = []
+        # no further ahead than what is still missing: the window's size changes the work, never the output
+        size = min(config.window, sum(quotas[t] - built[t] for t in active))
+        while len(window) < size and active:
+            cand = next(planner)
+            if cand.task not in active:
                 continue
-            if next_index[task] >= limit[task]:
-                active.discard(task)  # give up: this task rejects almost everything on these sources
+            if cand.index >= limit[cand.task]:
+                active.discard(cand.task)  # give up: this task rejects almost everything on these sources
                 continue
-            cand = streams[task][next_index[task]]
-            next_index[task] += 1
             if cand.source.id not in bad_sources:
-                window.append(cand)
-        for cand, result in zip(window, executor.map(window)):
+                window.append((planner.pulled, cand))
+        results = {}
+        jobs = group_visits([c for _, c in window])
+        for job, job_results in zip(jobs, executor.map(jobs)):
+            results.update({(c.task, c.index): r for c, r in zip(job, job_results)})
+        for position, cand in window:
+            result = results[(cand.task, cand.index)]
             if built[cand.task] >= quotas[cand.task]:
                 continue  # computed ahead within the window, not needed
-            stats.candidates[cand.task] += 1
             kind = result[0]
+            if kind == "source_error":
+                bad_sources.setdefault(cand.source.id, result[1])
+                continue
+            stats.candidates[cand.task] += 1
             if kind == "ok":
                 record: Record = result[1]
                 writer.write(record)
@@ -223,15 +267,16 @@ def run_split(split: str, quotas: dict[str, int], streams: dict[str, TaskStream]
                 for reason in result[2]:
                     stats.rejected[cand.task][reason] += 1
                 bar.update(1)
-            elif kind == "rejected":
+                if writer.at_shard_boundary():
+                    stats.position = position
+                    checkpoint()
+            else:
                 for reason in result[1]:
                     stats.rejected[cand.task][reason] += 1
                 stats.rejected[cand.task]["gave_up_after_attempts"] += 1
-            else:
-                bad_sources.setdefault(cand.source.id, result[1])
         # planning state changes only here, between windows
         for task in list(active):
-            if built[task] >= quotas[task] or all(r.id in bad_sources for r in streams[task].pool):
+            if built[task] >= quotas[task] or all(r.id in bad_sources for r in pools[pool_of[task]]):
                 active.discard(task)
     stats.shortfall = {t: quotas[t] - built[t] for t in quotas if built[t] < quotas[t]}
     return stats
@@ -266,6 +311,23 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
     return active
 
 
+def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, float]], quotas: dict[str, int],
+                 pools: dict[str, list[SourceRef]]) -> VisitPlanner:
+    """Visits take several tasks only when sources must be reused anyway (more samples than sources): then one
+    decode feeds up to that many samples; a large pool still gives every sample its own image."""
+    live = {t: q for t, q in quotas.items() if q > 0}
+    task_pool = {t: "rgbd" if tasks[t][0].needs_depth else "rgb" for t in live}
+    visit_size = {}
+    for pool in ("rgb", "rgbd"):
+        members = [t for t in live if task_pool[t] == pool]
+        if members and pools[pool]:
+            reuse = sum(live[t] for t in members) // len(pools[pool])
+            auto = max(1, min(len(members), reuse))
+            visit_size[pool] = min(auto, config.visit_size) if config.visit_size > 0 else auto
+    return VisitPlanner(config.seed, split, {t: float(q) for t, q in live.items()}, task_pool, pools,
+                        {t: tasks[t][0].num_slots for t in live}, visit_size)
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         present = [e for e in OUTPUT_ENTRIES if (out / e).exists()]
@@ -277,8 +339,41 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = None) -> BuildResult:
-    """Build the dataset described by ``config`` into ``config.out``; returns the manifest."""
+STATE_FILE = ".ssrl_build_state.json"
+
+
+def fingerprint(config: BuildConfig) -> str:
+    """What must not change between an interrupted build and its resumption (workers and window may)."""
+    d = config.to_dict()
+    for key in ("workers", "window", "out", "backend", "ray_address"):
+        d.pop(key)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    tmp = out / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, sort_keys=True))
+    os.replace(tmp, out / STATE_FILE)  # atomic: a kill leaves the old checkpoint or the new one
+
+
+def load_state(out: Path, config: BuildConfig) -> dict[str, Any] | None:
+    path = out / STATE_FILE
+    if not path.exists():
+        if (out / "manifest.json").exists():
+            raise ConfigError(f"--resume: {out} holds a finished build (manifest.json); nothing to resume")
+        return None
+    state = json.loads(path.read_text())
+    if state["fingerprint"] != fingerprint(config):
+        raise ConfigError(f"--resume: the config differs from the interrupted build's in {out} (only workers and window may change)")
+    return state
+
+
+def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = None, resume: bool = False) -> BuildResult:
+    """Build the dataset described by ``config`` into ``config.out``; returns the manifest.
+
+    With ``resume``, an interrupted build in ``config.out`` continues from its last complete shard and ends with
+    exactly the files an uninterrupted build writes.
+    """
     if not config.out:
         raise ConfigError("out: an output folder is required (--out DIR)")
     out = Path(config.out)
@@ -288,9 +383,13 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
         reasons = "; ".join(f"{p}: {r}" for p, r in pools.skipped[:3])
         raise SSRLError("no usable source images found" + (f" ({reasons})" if reasons else ""))
     tasks = active_tasks(config, pools)
-    prepare_out(out, overwrite)
+    state = load_state(out, config) if resume and out.exists() else None
+    if state is None:
+        prepare_out(out, overwrite)
 
     val_ids = split_sources(config.seed, pools, config.val_fraction)
+    if round(config.num_samples * config.val_fraction) == 0:
+        val_ids = set()  # no validation sample to make: keep every source for training
     split_pools = {
         s: {"rgb": [r for r in pools.rgb if (r.id in val_ids) == (s == "val")],
             "rgbd": [r for r in pools.rgbd if (r.id in val_ids) == (s == "val")]}
@@ -299,33 +398,58 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
     n_val = round(config.num_samples * config.val_fraction) if any(split_pools["val"].values()) else 0
     totals = {"train": config.num_samples - n_val, "val": n_val}
 
+    state = state or {"fingerprint": fingerprint(config), "splits": {}, "done": [], "files": [], "bad_sources": {},
+                      "elapsed": 0.0}
+    bad_sources: dict[str, str] = state["bad_sources"]
+    elapsed_before = state["elapsed"]
+    split_stats = {s: SplitStats.from_json(d) for s, d in state["splits"].items()}
+    files = [out / f for f in state["files"]]
     worker_config = dataclasses.asdict(config)
     worker_config["_active"] = list(tasks)
-    executor = Executor(worker_config, config.workers)
-    bad_sources: dict[str, str] = {}
-    split_stats: dict[str, SplitStats] = {}
-    files: list[Path] = []
+    if config.backend == "ray":
+        from .ray_backend import RayExecutor
+
+        executor = RayExecutor(worker_config, config.workers, config.ray_address or None)
+    else:
+        executor = Executor(worker_config, config.workers)
     show = sys.stderr.isatty() if progress is None else progress
+    done_before = sum(sum(st.built.values()) for st in split_stats.values())
     try:
-        with tqdm(total=config.num_samples, desc="ssrl build", unit="sample", disable=not show, dynamic_ncols=True) as bar:
+        with tqdm(total=config.num_samples, initial=done_before, desc="ssrl build", unit="sample", disable=not show,
+                  dynamic_ncols=True) as bar:
             for split in SPLITS:
+                if split in state["done"]:
+                    continue
                 weights = {}
                 for name, (task, weight) in tasks.items():
                     weights[name] = weight if split_pools[split]["rgbd" if task.needs_depth else "rgb"] else 0.0
                 quotas = largest_remainder(totals[split], weights)
-                streams = {
-                    name: TaskStream(config.seed, split, name, task.num_slots, split_pools[split]["rgbd" if task.needs_depth else "rgb"])
-                    for name, (task, _) in tasks.items() if quotas[name] > 0
-                }
-                writer = DatasetWriter(out, split, config.output)
-                split_stats[split] = run_split(split, quotas, streams, config, executor, writer, bad_sources, bar)
+                planner = make_planner(config, split, tasks, quotas, split_pools[split])
+                writer = DatasetWriter(out, split, config.output, state.get("writer") if split in state["splits"] else None)
+                stats = split_stats.setdefault(split, SplitStats())
+
+                def checkpoint(split=split, stats=stats, writer=writer) -> None:
+                    state["splits"][split] = stats.to_json()
+                    state["writer"] = writer.state()
+                    state["elapsed"] = elapsed_before + time.perf_counter() - started
+                    save_state(out, state)
+
+                run_split(quotas, planner, split_pools[split], config, executor, writer, stats, bad_sources, bar,
+                          checkpoint)
                 files += writer.close()
+                state["splits"][split] = stats.to_json()
+                state["done"].append(split)
+                state["files"] = [str(f.relative_to(out)) for f in files]
+                state["elapsed"] = elapsed_before + time.perf_counter() - started
+                state.pop("writer", None)
+                save_state(out, state)
     finally:
         executor.close()
 
-    elapsed = time.perf_counter() - started
+    elapsed = elapsed_before + time.perf_counter() - started
     manifest = make_manifest(config, pools, val_ids, split_stats, bad_sources, files, out, elapsed)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out / STATE_FILE).unlink(missing_ok=True)
     return BuildResult(out, manifest)
 
 

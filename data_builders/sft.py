@@ -78,14 +78,31 @@ def describe_offset(components: dict[str, float]) -> str:
 class SftWriter:
     """Streams one split as a JSON array (bounded memory) with its images as files."""
 
-    def __init__(self, out: Path, split: str, instruction: str):
+    def __init__(self, out: Path, split: str, instruction: str, state: dict[str, int] | None = None):
         self.root = out / "sft"
         self.split, self.instruction = split, instruction
         (self.root / "images" / split).mkdir(parents=True, exist_ok=True)
         self.path = self.root / f"{split}.json"
-        self._file = open(self.path, "w", encoding="utf-8")
-        self._file.write("[")
-        self.count = 0
+        if state is None:
+            self._file = open(self.path, "w", encoding="utf-8")
+            self._file.write("[")
+            self.count = 0
+        else:
+            self._restore(state)
+
+    def state(self) -> dict[str, int]:
+        self._file.flush()
+        return {"count": self.count, "offset": self._file.tell()}
+
+    def _restore(self, state: dict[str, int]) -> None:
+        """Continue after a checkpoint: cut the JSON and the images back to it."""
+        self._file = open(self.path, "r+", encoding="utf-8")
+        self._file.truncate(state["offset"])
+        self._file.seek(state["offset"])
+        self.count = state["count"]
+        for path in (self.root / "images" / self.split).glob("*"):
+            if int(path.name.split("_")[0]) >= self.count:
+                path.unlink()
 
     def write(self, rec: Record) -> None:
         images = []

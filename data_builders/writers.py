@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
 
-from .sft import SftWriter
 from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
+from .sft import SftWriter
 
 ROW_GROUP = 256
 
@@ -48,7 +48,19 @@ class ShardWriter:
             self._rows_in_shard += take
             if self._rows_in_shard >= self.shard_size:
                 self._writer.close()
-                self._writer = None
+                self._writer, self._rows_in_shard = None, 0
+
+    def state(self) -> dict[str, Any]:
+        """Only meaningful at a shard boundary (no open file, empty buffer): what a resumed build restores."""
+        return {"paths": [p.name for p in self.paths], "rows": self.rows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.paths = [self.directory / name for name in state["paths"]]
+        self.rows = state["rows"]
+        keep = set(state["paths"])
+        for stale in self.directory.glob(f"{self.split}-*.parquet"):  # a shard cut short by the interruption
+            if stale.name not in keep:
+                stale.unlink()
 
     def close(self) -> list[Path]:
         self._flush()
@@ -69,16 +81,20 @@ class ShardWriter:
 class DatasetWriter:
     """Fans each record out to the EasyR1 and/or verl layout of one split; image files when not embedded."""
 
-    def __init__(self, out: Path, split: str, output: OutputConfig):
+    def __init__(self, out: Path, split: str, output: OutputConfig, state: dict[str, Any] | None = None):
+        """``state`` (from :meth:`state` at a shard boundary) continues an interrupted build."""
         self.out, self.split, self.output = out, split, output
         embedded = output.embed_images
         self.writers: dict[str, ShardWriter] = {}
-        self.sft = SftWriter(out, split, output.instruction) if "sft" in output.formats else None
+        sft_state = state["sft"] if state else None
+        self.sft = SftWriter(out, split, output.instruction, sft_state) if "sft" in output.formats else None
         for fmt in (f for f in output.formats if f != "sft"):
             (out / fmt).mkdir(parents=True, exist_ok=True)
             schema = easyr1_schema(embedded) if fmt == "easyr1" else verl_schema(embedded)
             self.writers[fmt] = ShardWriter(out / fmt, split, schema, output.shard_size)
         self.count = 0
+        if state:
+            self._restore(state)
 
     def _images(self, rec: Record) -> list:
         if not self.writers:
@@ -105,6 +121,24 @@ class DatasetWriter:
         if self.sft is not None:
             self.sft.write(rec)
         self.count += 1
+
+    def at_shard_boundary(self) -> bool:
+        """True right after the row that completed a shard: every file is closed, so the build can resume here."""
+        return self.count > 0 and self.count % self.output.shard_size == 0
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "shards": {f: w.state() for f, w in self.writers.items()},
+                "sft": self.sft.state() if self.sft is not None else None}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Drop what was written past the checkpoint, keep everything before it."""
+        self.count = state["count"]
+        for fmt, w in self.writers.items():
+            w.restore(state["shards"][fmt])
+        if not self.output.embed_images:
+            for path in (self.out / "images" / self.split).glob("*"):
+                if int(path.name.split("_")[0]) >= self.count:
+                    path.unlink()
 
     def close(self) -> list[Path]:
         files = [p for w in self.writers.values() for p in w.close()]

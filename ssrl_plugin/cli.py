@@ -47,7 +47,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     flags = {
         "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "tasks": args.tasks, "num_samples": args.num_samples,
-        "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers,
+        "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers, "backend": args.backend,
+        "ray_address": args.ray_address,
     }
     overrides = list(args.overrides)
     if args.format:
@@ -55,7 +56,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.format == ["sft"] and args.num_samples is None:
         flags["num_samples"] = SFT_DEFAULT_SAMPLES  # the paper's cold-start size
     config = load_config(args.config, overrides, **flags)
-    result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False)
+    result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False, resume=args.resume)
     if result.total == 0:
         print(summary_table(result.manifest), file=sys.stderr)
         print("ssrl: error: no sample could be built (see rejected/skipped in manifest.json)", file=sys.stderr)
@@ -147,9 +148,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--val-fraction", type=float, help="share of sources (and samples) for validation (default 0.05)")
     b.add_argument("--seed", type=int, help="global seed (default 0)")
     b.add_argument("--workers", type=int, help="processes (default 1); the output is identical for any value")
+    b.add_argument("--backend", choices=["local", "ray"], help="local processes (default) or Ray Data (needs ray[data])")
+    b.add_argument("--ray-address", help="with --backend ray: cluster address (default: start a local Ray)")
     b.add_argument("--format", type=_csv, help="comma-separated: easyr1, verl, sft (default easyr1,verl; sft alone defaults to 3,600 samples)")
     b.add_argument("--config", help="YAML config file (see example_configs/build.yaml)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted build in --out from its last complete shard")
     b.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. task.crop.size_frac=0.4")
     b.set_defaults(func=cmd_build)
@@ -179,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--tasks", type=_csv)
     e.set_defaults(func=cmd_examples)
+    from data_builders import preview, stats, audit
+    preview.register(sub); stats.register(sub); audit.register(sub)
     return p
 
 

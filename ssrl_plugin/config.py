@@ -75,8 +75,11 @@ class BuildConfig:
     val_fraction: float = 0.05
     seed: int = 0
     workers: int = 1
+    backend: str = "local"  # "local" (processes on this machine) or "ray" (Ray Data, this machine or a cluster)
+    ray_address: str = ""  # with backend=ray: "" starts a local Ray with `workers` CPUs; "auto" or ray://host:10001
     max_attempts: int = 4  # fresh random draws per candidate before it counts as rejected
     window: int = 256  # candidates planned and run in parallel at a time; changes speed only, never the output
+    visit_size: int = 0  # max samples per decoded source visit; 0 = automatic (>1 only when sources are reused)
     max_candidates_factor: float = 5.0  # give up on a task after this many candidates per wanted sample
     source: LoadOptions = field(default_factory=LoadOptions)
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -87,8 +90,10 @@ class BuildConfig:
         check(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         check(0 <= self.seed < 2**63, "seed", f"must be in [0, 2**63), got {self.seed}")
         check(1 <= self.workers <= 512, "workers", f"must be in [1, 512], got {self.workers}")
+        check(self.backend in ("local", "ray"), "backend", f"must be 'local' or 'ray', got {self.backend!r}")
         check(1 <= self.max_attempts <= 100, "max_attempts", f"must be in [1, 100], got {self.max_attempts}")
         check(1 <= self.window <= 1_000_000, "window", f"must be in [1, 1e6], got {self.window}")
+        check(0 <= self.visit_size <= 64, "visit_size", f"must be in [0, 64] (0 = automatic), got {self.visit_size}")
         check(self.max_candidates_factor >= 1, "max_candidates_factor", f"must be >= 1, got {self.max_candidates_factor}")
         from .registry import get_task_class
 

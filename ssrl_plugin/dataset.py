@@ -9,6 +9,7 @@ frequent.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +33,7 @@ class Candidate:
     source: SourceRef
     round: int
     slot: int
+    visit: tuple[str, int] | None = None  # (pool, visit number): candidates of one visit share one decode
 
 
 @dataclass
@@ -58,13 +60,66 @@ class TaskStream:
 
     @lru_cache(maxsize=8)
     def _slots(self, block: int) -> np.ndarray:
-        return rng_for(self.seed, "slots", self.split, self.task, block).permutation(self.num_slots)
+        return slot_order(self.seed, self.split, self.task, self.num_slots, block)
 
     def __getitem__(self, index: int) -> Candidate:
         round_, pos = divmod(index, len(self.pool))
         block, offset = divmod(index, self.num_slots)
         source = self.pool[int(self._order(round_)[pos])]
         return Candidate(self.split, self.task, index, source, round_, int(self._slots(block)[offset]))
+
+
+def slot_order(seed: int, split: str, task: str, num_slots: int, block: int) -> np.ndarray:
+    return rng_for(seed, "slots", split, task, block).permutation(num_slots)
+
+
+class VisitPlanner:
+    """Turns a split's task schedule into candidates grouped in source *visits*, so one decode feeds several tasks.
+
+    Each pool (``rgb``, ``rgbd``) is walked in rounds, every source once per round in a seeded order; a visit is
+    one source in one round and takes up to ``visit_size`` candidates of distinct tasks, in schedule order. The
+    sample key (task, source, round) is therefore unique, and the grouping is a pure function of the schedule.
+    A finished task's turns still go through the planner (the caller drops them), so the grouping never depends on
+    when a task filled up.
+    """
+
+    def __init__(self, seed: int, split: str, weights: Mapping[str, float], task_pool: Mapping[str, str],
+                 pools: Mapping[str, Sequence[SourceRef]], num_slots: Mapping[str, int], visit_size: Mapping[str, int]):
+        self.seed, self.split = seed, split
+        self.task_pool, self.pools, self.num_slots, self.visit_size = task_pool, pools, num_slots, visit_size
+        self.schedule = weighted_round_robin(weights)
+        self.visits: Counter = Counter()  # visits opened per pool
+        self.open: dict[str, tuple[int, set[str]]] = {}  # pool -> (visit number, tasks in it)
+        self.index: Counter = Counter()  # candidates planned per task
+        self.pulled = 0  # candidates planned in all
+
+    @lru_cache(maxsize=16)
+    def _order(self, pool: str, round_: int) -> np.ndarray:
+        return rng_for(self.seed, "order", self.split, pool, round_).permutation(len(self.pools[pool]))
+
+    @lru_cache(maxsize=64)
+    def _slots(self, task: str, block: int) -> np.ndarray:
+        return slot_order(self.seed, self.split, task, self.num_slots[task], block)
+
+    def __next__(self) -> Candidate:
+        self.pulled += 1
+        task = next(self.schedule)
+        pool = self.task_pool[task]
+        visit, members = self.open.get(pool, (-1, set()))
+        if visit < 0 or task in members or len(members) >= self.visit_size[pool]:
+            visit, members = self.visits[pool], set()
+            self.visits[pool] += 1
+            self.open[pool] = (visit, members)
+        members.add(task)
+        round_, pos = divmod(visit, len(self.pools[pool]))
+        source = self.pools[pool][int(self._order(pool, round_)[pos])]
+        c = self.index[task]
+        self.index[task] += 1
+        block, offset = divmod(c, self.num_slots[task])
+        return Candidate(self.split, task, c, source, round_, int(self._slots(task, block)[offset]), (pool, visit))
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return self
 
 
 def weighted_round_robin(weights: Mapping[str, float]) -> Iterator[str]:

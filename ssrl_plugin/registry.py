@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from typing import Any, ClassVar
@@ -123,16 +124,23 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def _load_plugins() -> None:
+    """Register the built-in tasks, then every entry point of the group. A broken plugin is skipped with a
+    one-line warning, so it can never take the built-in tasks down with it."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
     from . import tasks  # noqa: F401  (registers the built-in tasks)
 
-    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-        obj = ep.load()
-        if isinstance(obj, type) and issubclass(obj, Task):
+    for ep in sorted(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+            if not (isinstance(obj, type) and issubclass(obj, Task)):
+                raise TypeError("not a Task subclass")
             register_task(obj)
+        except Exception as exc:  # noqa: BLE001 - third-party code: report and carry on
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            warnings.warn(f"ssrl: task plugin {ep.name!r} ({ep.value}) skipped: {type(exc).__name__}: {message}", stacklevel=2)
 
 
 def list_tasks() -> list[str]:

@@ -169,3 +169,27 @@ def test_window_size_changes_nothing_but_speed(tmp_path):
     b = demo_build(tmp_path / "b", "window=300", workers=2).manifest
     assert a["content_hash"] == b["content_hash"]
     assert a["rejected"] == b["rejected"] and a["candidates"] == b["candidates"]
+
+
+def test_one_decode_feeds_several_tasks_when_sources_are_reused(tmp_path, monkeypatch):
+    import data_builders.pipeline as pipeline
+
+    src = tmp_path / "imgs"
+    write_good_images(src, 6)
+    decodes = Counter()
+    real = pipeline.load_source
+
+    def counting(ref, opts):
+        decodes[ref.id] += 1
+        return real(ref, opts)
+
+    monkeypatch.setattr(pipeline, "load_source", counting)
+    monkeypatch.setattr(pipeline, "FILE_CACHE", 0)  # count every decode, not cache hits
+    config = load_config(None, [], out=str(tmp_path / "out"), rgb=[str(src)], num_samples=60, val_fraction=0.0,
+                         tasks=["shuffle", "flip", "crop"])
+    manifest = build(config, progress=False).manifest
+    assert sum(manifest["counts"]["total"].values()) == 60
+    assert sum(decodes.values()) <= 60 / 2  # visits of up to 3 tasks (10 samples per source are needed anyway)
+    assert set(decodes) == {f"imgs/good_{i}.png" for i in range(6)}
+    ids = [r["id"] for r in read_rows(tmp_path / "out", "easyr1")]
+    assert len(ids) == len(set(ids))  # (task, source, round) stays unique

@@ -244,3 +244,22 @@ def test_unknown_task_from_python(plugin_site):
         registry.create_task("halve")
     message = str(exc.value)
     assert "\n" not in message and "'halve'" in message and message.endswith(f"{', '.join([*BUILTIN_ORDER, TASK])}")
+
+
+def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch):
+    class BrokenEntryPoint:
+        name, value, group = "broken", "nowhere.module:Task", registry.ENTRY_POINT_GROUP
+
+        def load(self):
+            raise ImportError("No module named 'nowhere'")
+
+    snapshot = dict(registry._REGISTRY)
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry.importlib_metadata, "entry_points", lambda group=None: [BrokenEntryPoint()])
+    try:
+        with pytest.warns(UserWarning, match="task plugin 'broken'.*skipped: ImportError"):
+            names = registry.list_tasks()
+        assert {"shuffle", "flip", "crop", "depth", "position"} <= set(names) and "broken" not in names
+    finally:
+        registry._REGISTRY.clear()
+        registry._REGISTRY.update(snapshot)
