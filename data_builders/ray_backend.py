@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -47,10 +48,15 @@ class RayExecutor:
         self.config, self.batch_size = config, batch_size
         self._started = not ray.is_initialized()
         if self._started:
-            kwargs = {"address": address, "include_dashboard": False, "log_to_driver": False, **(init_kwargs or {})}
+            kwargs = {"address": address, "include_dashboard": False, "log_to_driver": False,
+                      "logging_level": logging.WARNING, **(init_kwargs or {})}
             if address is None:
                 kwargs["num_cpus"] = workers
             ray.init(**kwargs)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the build has its own progress bar
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     def map(self, jobs: list[list[Candidate]]) -> Iterator[list[tuple]]:
         if not jobs:
