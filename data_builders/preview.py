@@ -691,14 +691,14 @@ def render_html(out: Path, manifest: dict[str, Any], sel: Selection, items: list
             small = r.task == "crop" and j > 0
             label = ("candidate " + "ABCD"[j - 1]) if small else f"image {j + 1} ({im.width}x{im.height})"
             figs.append(f'<figure><img class="{"small" if small else ""}" alt="{_esc(label)}" '
-                        f'src="{_data_uri(im, 200 if small else 640)}"><figcaption>{_esc(label)}</figcaption></figure>')
+                        f'src="{_data_uri(im, 160 if small else 480, 78)}"><figcaption>{_esc(label)}</figcaption></figure>')
         notes = "".join(f'<p class="note">&#9888; {_esc(n)}</p>' for n in it.overlay.notes)
         cards.append(
             f'<section class="item" id="item-{i}" data-task="{_esc(r.task)}" data-variant="{_esc(r.variant)}">'
             f'<h2><span class="tag">{_esc(r.task)}</span><span class="tag">{_esc(r.variant)}</span>{_esc(r.id)} '
             f'<span style="color:#888;font-weight:400">({_esc(r.split)})</span></h2>'
             f'<p class="answer">answer: {_answer_html(r)}</p>{notes}'
-            f'<div class="overlay"><img alt="answer overlay" src="{_data_uri(it.overlay.image, 1400, 85)}"></div>'
+            f'<div class="overlay"><img alt="answer overlay" src="{_data_uri(it.overlay.image, 1100, 80)}"></div>'
             f'<details><summary>images as the model sees them</summary><div class="imgs">{"".join(figs)}</div></details>'
             f'<details><summary>question</summary><pre>{_esc(r.question)}</pre></details>'
             f'<details><summary>metadata</summary><pre>{_esc(json.dumps(r.metadata, indent=1, sort_keys=True))}</pre></details>'
@@ -752,8 +752,8 @@ def contact_sheet(items: list[Item], cell: tuple[int, int] = (420, 300)):
             if it.row.task == "position" and it.row.options:
                 ans += f" = {it.row.options.get(it.row.answer, '?')}"
             colour = (180, 20, 20) if it.overlay.notes else (0, 0, 0)
-            d.text((x, y + ch + 3), f"{it.row.variant}: {ans}", font=_font(14), fill=colour)
-            d.text((x, y + ch + 19), it.row.id[:60], font=_font(11), fill=(100, 100, 100))
+            d.text((x, y + im.height + 3), f"{it.row.variant}: {ans}", font=_font(14), fill=colour)
+            d.text((x, y + im.height + 19), it.row.id[:60], font=_font(11), fill=(100, 100, 100))
     return sheet
 
 

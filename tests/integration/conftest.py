@@ -27,10 +27,10 @@ import pytest
 
 # Hard requirements: an ImportError here fails the run instead of skipping it.
 import torch  # noqa: F401
-import transformers
 import verl  # noqa: F401
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+from transformers import processing_utils
 from transformers.video_processing_utils import BaseVideoProcessor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,8 +180,9 @@ def make_tokenizer(vocab_size: int = 1200) -> PreTrainedTokenizerFast:
 def make_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
     video = BaseVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2)
     # transformers 5 checks video_processor against the top-level BaseVideoProcessor, which is a torchvision
-    # placeholder here; the real class is accepted while the processor is built.
-    with mock.patch.object(transformers, "BaseVideoProcessor", BaseVideoProcessor):
+    # placeholder here; the real class is accepted while the processor is built. The check looks the name up in
+    # processing_utils.transformers_module (not always the object `import transformers` gave).
+    with mock.patch.object(processing_utils.transformers_module, "BaseVideoProcessor", BaseVideoProcessor):
         return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
                                    video_processor=video, chat_template=CHAT_TEMPLATE)
 
