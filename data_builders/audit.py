@@ -8,8 +8,8 @@ and the answer priors of ``position`` (letter, answer word, answer given the que
 
 Every solver that learns something (which answer is most frequent, whether to pick the option with the largest,
 the smallest, the r-th or the most atypical value of a feature) is fitted on one half of the samples and scored on
-the other half, both ways (2-fold cross-fitting on a hash of the sample id), so a solver cannot look good by
-memorising the very samples it is scored on. Ties are broken uniformly at random, in expectation: a rule that
+the other half, both ways (2-fold cross-fitting; the halves split the SOURCE images, so every sample of a picture
+is in the same half), so a solver cannot look good by memorising the samples, or the pictures, it is scored on. Ties are broken uniformly at random, in expectation: a rule that
 picks a set of k options scores 1/k when the answer is among them.
 
 Each solver's accuracy is compared with chance, the accuracy of the best blind guess under the answer distribution
@@ -57,7 +57,7 @@ def wilson(successes: float, n: int, z: float) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n))) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def _hash(text: str) -> str:
@@ -65,9 +65,16 @@ def _hash(text: str) -> str:
 
 
 def two_folds(items: list) -> tuple[list, list]:
-    """Two halves by the hash of each item's id (``item['id']``): deterministic, balanced, content-blind."""
-    order = sorted(items, key=lambda it: _hash(it["id"]))
-    return order[0::2], order[1::2]
+    """Two halves by source (``item['group']``, else ``item['id']``): the sources are ordered by hash and dealt
+    alternately, so all samples of one source image land in the same half and a solver cannot score on the
+    held-out half by what it saw of the same picture. Deterministic and content-blind."""
+    groups: dict[str, list] = defaultdict(list)
+    for it in items:
+        groups[str(it.get("group", it["id"]))].append(it)
+    halves: tuple[list, list] = ([], [])
+    for i, key in enumerate(sorted(groups, key=_hash)):
+        halves[i % 2].extend(groups[key])
+    return halves
 
 
 def cross_fit(items: list, fit: Callable[[list], Any], score: Callable[[Any, dict], float]) -> tuple[float, list]:
@@ -207,14 +214,13 @@ def grid_patch_features(row: Row) -> dict[str, list[float]]:
     return dict(out)
 
 
-def option_features(row: Row) -> dict[str, list[float]]:
-    from PIL import Image
-
+def option_features(row: Row, arrays: list | None = None) -> dict[str, list[float]]:
+    """Per candidate (A-D): pixel count, aspect, brightness, contrast, sharpness, stored bytes."""
     out: dict[str, list[float]] = defaultdict(list)
-    for data in row.images[1:5]:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-        f = image_features(_decode(data))
+    arrays = arrays if arrays is not None else [_decode(d) for d in row.images[1:5]]
+    for data, arr in zip(row.images[1:5], arrays):
+        h, w = arr.shape[:2]
+        f = image_features(arr)
         out["size"].append(float(w * h))
         out["aspect"].append(w / h)
         for k in ("brightness", "contrast", "sharpness"):
@@ -226,13 +232,13 @@ def option_features(row: Row) -> dict[str, list[float]]:
 ROTATION_TWIN_DIFF = 4.0  # mean |a - rot90(b)| (0..255) below which two stored options count as rotations of each other
 
 
-def rotation_twins(row: Row) -> list[float]:
+def rotation_twins(row: Row, arrays: list | None = None) -> list[float]:
     """Per option: how many other options are its exact 90-degree rotations (up to JPEG noise). A rotated
     distractor IS the true crop turned, so the true crop is the option with the most such twins; no look at the
     picture with the hole is needed."""
     import numpy as np
 
-    arrs = [_decode(d).astype(np.float32) for d in row.images[1:5]]
+    arrs = [a.astype(np.float32) for a in (arrays if arrays is not None else [_decode(d) for d in row.images[1:5]])]
     twins = [0.0] * len(arrs)
     for i in range(len(arrs)):
         for j in range(i + 1, len(arrs)):
@@ -300,7 +306,7 @@ def solve_most_frequent(items: list, key: str) -> tuple[float, str]:
 
 def solve_choice(items: list, feats: str, feature: str, truth: str) -> tuple[float, str]:
     """Pick an option/patch by one feature; the rule (r-th smallest, most/least atypical) is fitted per half."""
-    data = [{"id": it["id"], "v": it[feats][feature], "t": it[truth]} for it in items]
+    data = [{"id": it["id"], "group": it.get("group", it["id"]), "v": it[feats][feature], "t": it[truth]} for it in items]
     n = len(data[0]["v"]) if data else 4
     total, models = cross_fit(data, lambda tr: fit_rule(tr, "v", "t"), lambda rule, it: set_score(choose(it["v"], rule), it["t"]))
     return total, "rule per half: " + _models_text([rule_text(m, n) for m in models])
@@ -485,10 +491,11 @@ AUDITORS = {"crop": audit_crop, "flip": audit_flip, "shuffle": audit_shuffle, "d
 def extract(row: Row) -> dict[str, Any] | None:
     """What the solvers of ``row.task`` need, or None for a task the audit does not know."""
     meta, answer = row.metadata, row.answer
-    base = {"id": row.id, "answer": answer}
+    base = {"id": row.id, "group": str((meta.get("source") or {}).get("id", row.id)), "answer": answer}
     if row.task == "crop":
-        return {**base, "answer_index": LETTERS.index(answer) if answer in LETTERS else -1, "feats": option_features(row),
-                "twins": rotation_twins(row)}
+        arrays = [_decode(d) for d in row.images[1:5]]
+        return {**base, "answer_index": LETTERS.index(answer) if answer in LETTERS else -1,
+                "feats": option_features(row, arrays), "twins": rotation_twins(row, arrays)}
     if row.task == "flip":
         patch, _, direction = answer.partition("-")
         return {**base, "patch": int(patch), "direction": direction, "feats": grid_patch_features(row)}
@@ -510,6 +517,7 @@ class AuditReport:
     groups: dict[str, int] = field(default_factory=dict)  # "task/variant" -> n audited
     available: dict[str, int] = field(default_factory=dict)  # "task/variant" -> n in the dataset
     skipped_tasks: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # rows whose images or metadata could not be read
     threshold: float = THRESHOLD
     min_n: int = MIN_N
     z_decision: float = 0.0
@@ -552,6 +560,8 @@ class AuditReport:
             "best": self.best(),
             "solvers": [r.to_dict() for r in self.results],
             "skipped_tasks": self.skipped_tasks,
+            "unreadable_rows": len(self.unreadable),
+            "unreadable_examples": self.unreadable[:10],
         }
 
     def manifest_entry(self) -> dict[str, Any]:
@@ -590,7 +600,11 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
             if row.task not in report.skipped_tasks:
                 report.skipped_tasks.append(row.task)
             continue
-        it = extract(row)
+        try:
+            it = extract(row)
+        except (KeyError, IndexError, TypeError, ValueError, SSRLError) as exc:  # a malformed row is reported, not fatal
+            report.unreadable.append(f"{row.id}: {type(exc).__name__}: {exc}")
+            continue
         if it is not None:
             items[(row.task, row.variant)].append(it)
     for (task, variant), group in sorted(items.items()):
@@ -637,6 +651,8 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
                          f"({r.margin * 100:+.1f} pts, 95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%})")
     for r in report.failures:
         lines.append(f"FAIL {r.task}/{r.variant}: '{r.solver}' ({r.target}) {r.accuracy:.1%} vs chance {r.chance:.1%}: {r.detail}")
+    if report.unreadable:
+        lines.append(f"{len(report.unreadable)} rows could not be read, e.g. {report.unreadable[0]}")
     lines.append(f"audit: {report.result} (no solver may beat chance by more than {report.threshold * 100:g} points; "
                  f"{len(report.results)} solvers on {sum(report.groups.values())} samples)")
     return "\n".join(lines)

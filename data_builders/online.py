@@ -37,10 +37,11 @@ looked up. :class:`OnlineRows` (the row generator) needs neither.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import multiprocessing.context
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -214,6 +215,10 @@ class OnlineRows:
 
     def record(self, epoch: int, index: int) -> Record:
         """Sample ``index`` of ``epoch``, encoded as the offline builder encodes it."""
+        return next(self._records(epoch, index))[1]
+
+    def _records(self, epoch: int, index: int):
+        """(retry, Record) for the candidate of (epoch, index) and its fallbacks, skipping rejected ones."""
         reasons: list[str] = []
         out = self.config.output
         for retry in range(RETRIES):
@@ -228,15 +233,23 @@ class OnlineRows:
             if result.sample is None:
                 reasons.extend(result.rejects)
                 continue
-            return encode(result.sample, cand, out.image_format, out.jpeg_quality, task.word_options)
+            yield retry, encode(result.sample, cand, out.image_format, out.jpeg_quality, task.word_options)
+            reasons.append("refused by accept() (verl: prompt over data.max_prompt_length)")
         detail = "; ".join(sorted(set(reasons))[:5])
         raise RuntimeError(f"{self.split} sample {index} of epoch {epoch}: {RETRIES} candidates failed ({detail})")
 
-    def row(self, epoch: int, index: int) -> dict[str, Any]:
-        """The verl row: exactly the columns of ``DIR/verl/<split>-*.parquet`` with embedded images."""
-        rec = self.record(epoch, index)
+    def row(self, epoch: int, index: int, accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """The verl row: exactly the columns of ``DIR/verl/<split>-*.parquet`` with embedded images.
+
+        ``accept(row)`` False (e.g. a prompt over verl's ``max_prompt_length``) moves on to the next fallback
+        candidate, as a rejected candidate does: still a pure function of (epoch, index).
+        """
         out = self.config.output
-        return verl_row(rec, [{"bytes": b} for b in rec.images], index, out.instruction, out.verl_instruction)
+        for _, rec in self._records(epoch, index):
+            row = verl_row(rec, [{"bytes": b} for b in rec.images], index, out.instruction, out.verl_instruction)
+            if accept is None or accept(row):
+                return row
+        raise AssertionError("unreachable")  # _records raises when it runs out
 
 
 @lru_cache(maxsize=8)
@@ -294,8 +307,9 @@ class VisitCounts:
 class OnlineFrame:
     """Stands in for ``RLHFDataset.dataframe``: ``frame[i]`` generates the row (train: epoch = visits of i)."""
 
-    def __init__(self, rows: OnlineRows, length: int, fixed_epoch: int | None):
-        self.rows, self.length, self.fixed_epoch = rows, length, fixed_epoch
+    def __init__(self, rows: OnlineRows, length: int, fixed_epoch: int | None,
+                 accept: Callable[[dict[str, Any]], bool] | None = None):
+        self.rows, self.length, self.fixed_epoch, self.accept = rows, length, fixed_epoch, accept
         self.visits = VisitCounts(length) if fixed_epoch is None else None
 
     def __len__(self) -> int:
@@ -308,7 +322,7 @@ class OnlineFrame:
         index = int(index)
         if not 0 <= index < self.length:
             raise IndexError(index)
-        return self.rows.row(self.epoch_for(index), index)
+        return self.rows.row(self.epoch_for(index), index, self.accept)
 
 
 # ----------------------------------------------------------------------------------------------- verl
@@ -339,11 +353,30 @@ def _make_verl_class():
             if length == 0:
                 raise ConfigError(f"the {self.ssrl_split} split has no samples (num_samples "
                                   f"{self.ssrl_config.num_samples}, val_fraction {self.ssrl_config.val_fraction})")
-            self.dataframe = OnlineFrame(rows, length, None if self.ssrl_split == "train" else 0)
+            accept = self.fits_prompt_length if self.filter_overlong_prompts and self.processor is not None else None
+            self.dataframe = OnlineFrame(rows, length, None if self.ssrl_split == "train" else 0, accept)
             print(f"dataset len: {length} ({self.ssrl_split}, generated on the fly, tasks {rows.quotas})")
 
         def maybe_filter_out_long_prompts(self, dataframe=None):
-            return dataframe  # nothing to filter ahead of time: rows exist only when drawn
+            return dataframe  # rows exist only when drawn: filtered one by one (fits_prompt_length)
+
+        def prompt_length(self, row: dict[str, Any]) -> int:
+            """Tokens of the row's prompt as verl's overlong filter and rollout count them (chat template, the
+            images resized by qwen_vl_utils, the processor with data.mm_processor_kwargs)."""
+            from verl.utils.tokenizer import build_multimodal_processor_inputs
+
+            messages = self._build_messages(copy.deepcopy(row), key=self.prompt_key)
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                      **dict(self.apply_chat_template_kwargs))
+            images, videos, audios = self._process_multi_modal_info(messages, self.image_patch_size, self.config)
+            inputs = build_multimodal_processor_inputs(self.processor, text=[text], images=images, videos=videos,
+                                                       audio=audios, mm_processor_kwargs=self.mm_processor_kwargs)
+            return len(inputs["input_ids"][0])
+
+        def fits_prompt_length(self, row: dict[str, Any]) -> bool:
+            """data.filter_overlong_prompts: a drawn row over data.max_prompt_length is replaced by the next
+            candidate (verl's rollout refuses multimodal prompts over rollout.prompt_length)."""
+            return self.prompt_length(row) <= self.max_prompt_length
 
         def __getstate__(self):
             return self.__dict__.copy()  # keep the (small) row generator; RLHFDataset drops its dataframe

@@ -65,8 +65,13 @@ def _fit(img, long_side: int = VIEW):
 
 
 def _text(draw, xy, text: str, size: int = 14, fill=(255, 255, 255), anchor: str = "la", box: bool = True) -> None:
-    """Legible text anywhere: white on a dark translucent box (or dark text without a box)."""
+    """Legible text anywhere in the picture: white on a black box, moved inside the picture's edges."""
     f = _font(size)
+    x0, y0, x1, y1 = draw.textbbox(xy, text, font=f, anchor=anchor)
+    w, h = draw.im.size
+    dx = max(0, 3 - x0) - max(0, x1 + 3 - w)  # keep the whole label inside the picture
+    dy = max(0, 2 - y0) - max(0, y1 + 2 - h)
+    xy = (xy[0] + dx, xy[1] + dy)
     if box:
         x0, y0, x1, y1 = draw.textbbox(xy, text, font=f, anchor=anchor)
         draw.rectangle((x0 - 3, y0 - 2, x1 + 3, y1 + 2), fill=(0, 0, 0))
@@ -354,41 +359,59 @@ def overlay_position(row: Row, images: list) -> Overlay:
         notes.append("regions/camera labels missing from the metadata")
         return Overlay(_caption(sk, ["no sketch: regions missing"]), notes)
     pts = {lab: (float(r["X"]), float(r["Z"])) for lab, r in regions.items()}
-    xs = [p[0] for p in pts.values()] + [0.0]
-    zs = [p[1] for p in pts.values()] + [0.0]
-    span = max(max(xs) - min(xs), max(zs) - min(zs), 1e-6) * 1.35
+    xs = [p[0] for p in pts.values()]
+    zs = [p[1] for p in pts.values()]
+    span = max(max(xs) - min(xs), max(zs) - min(zs), 1e-6)
     cx, cz = (max(xs) + min(xs)) / 2, (max(zs) + min(zs)) / 2
-    scale = (size - 40) / span
+    margin = 92  # room for the facing arrows around the two regions
+    scale = (size - 2 * margin) / span
 
     def to_px(x: float, z: float) -> tuple[float, float]:
         return (size / 2 + (x - cx) * scale, size / 2 - (z - cz) * scale)
 
-    # the viewer (the photo's camera) at the origin, looking up the page (+z)
-    vx, vy = to_px(0.0, 0.0)
-    d.polygon([(vx, vy - 9), (vx - 7, vy + 6), (vx + 7, vy + 6)], fill=GREY)
-    d.text((vx + 9, vy), "viewer", font=_font(12), fill=(90, 90, 90), anchor="lm")
     c, t = to_px(*pts[cam_label]), to_px(*pts[tgt_label])
+    rad = math.radians(deg)
+    fwd = (-math.sin(rad), math.cos(rad))  # (x, z) of the camera's heading
+    right = (math.cos(rad), math.sin(rad))
+    # the camera's own axes across the sketch: the target's quadrant is the answer
+    for ax in (fwd, right):
+        d.line((c[0] - ax[0] * 2 * size, c[1] + ax[1] * 2 * size, c[0] + ax[0] * 2 * size, c[1] - ax[1] * 2 * size),
+               fill=(215, 215, 215), width=1)
+    # the viewer (the photo's camera) at z = 0, looking up the page; off the sketch: an arrow at the bottom edge
+    vx, vy = to_px(0.0, 0.0)
+    if 10 <= vx <= size - 10 and 10 <= vy <= size - 10:
+        d.polygon([(vx, vy - 9), (vx - 7, vy + 6), (vx + 7, vy + 6)], fill=GREY)
+        d.text((vx + 9, vy), "viewer", font=_font(12), fill=(90, 90, 90), anchor="lm")
+    else:
+        ax_ = min(max(vx, 40), size - 40)
+        _arrow(d, (ax_, size - 30), (ax_, size - 8), GREY, 2, head=7)
+        d.text((ax_ + 6, size - 18), "to the viewer", font=_font(12), fill=(90, 90, 90), anchor="lm")
     for i in range(0, 20):  # dashed camera -> target line
         if i % 2 == 0:
             a0 = (c[0] + (t[0] - c[0]) * i / 20, c[1] + (t[1] - c[1]) * i / 20)
             a1 = (c[0] + (t[0] - c[0]) * (i + 1) / 20, c[1] + (t[1] - c[1]) * (i + 1) / 20)
             d.line((*a0, *a1), fill=(120, 120, 120), width=2)
-    rad = math.radians(deg)
-    fwd = (-math.sin(rad), math.cos(rad))  # (x, z) of the camera's heading
-    right = (math.cos(rad), math.sin(rad))
-    L = size * 0.22
+
+    def label_at(ax: tuple[float, float], length: float, text: str, colour, fsize: int) -> None:
+        """Text beside the arrow tip, on the side away from the target."""
+        tip = (c[0] + ax[0] * length, c[1] - ax[1] * length)
+        perp = (-ax[1], -ax[0])  # screen-space perpendicular of (ax_x, -ax_z)
+        side = 1 if (perp[0] * (t[0] - tip[0]) + perp[1] * (t[1] - tip[1])) < 0 else -1
+        d.text((tip[0] + side * perp[0] * 16, tip[1] + side * perp[1] * 16), text, font=_font(fsize), fill=colour, anchor="mm")
+
+    L = 62.0
     _arrow(d, c, (c[0] + fwd[0] * L, c[1] - fwd[1] * L), BLUE, 4)
-    d.text((c[0] + fwd[0] * (L + 14), c[1] - fwd[1] * (L + 14)), "front", font=_font(13), fill=BLUE, anchor="mm")
+    label_at(fwd, L, "front", BLUE, 13)
     _arrow(d, c, (c[0] + right[0] * L * 0.6, c[1] - right[1] * L * 0.6), GREY, 2, head=8)
-    d.text((c[0] + right[0] * (L * 0.6 + 12), c[1] - right[1] * (L * 0.6 + 12)), "right", font=_font(12), fill=(110, 110, 110), anchor="mm")
+    label_at(right, L * 0.6, "right", (110, 110, 110), 12)
     for lab, p in pts.items():
         x, y = to_px(*p)
         colour = BLUE if lab == cam_label else (230, 25, 25)
         d.ellipse((x - 11, y - 11, x + 11, y + 11), fill=(255, 255, 255), outline=colour, width=3)
         d.text((x, y), lab, font=_font(14), fill=(0, 0, 0), anchor="mm")
-    d.text((6, 6), "top view: x right, z away from the viewer", font=_font(12), fill=(90, 90, 90))
     comp = meta.get("components") or {}
-    lines = [f"camera at {cam_label} facing {facing.get('name', '?')}; where is {tgt_label}?",
+    lines = ["top view: x to the right, z away from the viewer",
+             f"camera at {cam_label} facing {facing.get('name', '?')}; where is {tgt_label}?",
              f"answer {row.answer} = {answer_text}  (forward {comp.get('forward', float('nan')):+.3g}, right {comp.get('right', float('nan')):+.3g})"]
     shown, _ = _fit(images[0], 360)
     return Overlay(_hstack([_caption(sk, lines, size=14, width=size), _caption(shown, ["shown"])]), notes)
@@ -406,7 +429,7 @@ def make_overlay(row: Row, images: list, loader: SourceLoader | None) -> Overlay
             return overlay_depth(row, images, loader)
         if row.task == "position":
             return overlay_position(row, images)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:  # an odd row must not stop the gallery
+    except (KeyError, IndexError, TypeError, ValueError, SSRLError) as exc:  # an odd row must not stop the gallery
         return Overlay(_caption(_fit(images[0])[0], [f"no overlay: {type(exc).__name__}: {exc}"]), [f"overlay failed: {exc!r}"])
     return Overlay(_caption(_fit(images[0])[0], [f"no overlay for task {row.task!r}"]), [])
 
@@ -530,7 +553,11 @@ def _data_uri(img, max_side: int, quality: int = 82) -> str:
 def build_items(sel: Selection, loader: SourceLoader | None) -> list[Item]:
     items = []
     for row in sel.rows:
-        images = [_decode(b) for b in row.images or []]
+        try:
+            images = [_decode(b) for b in row.images or []]
+        except SSRLError as exc:  # an undecodable image: say so, show the rest
+            sel.notes.append(f"{row.id}: cannot show it ({exc})")
+            continue
         if not images:
             continue
         items.append(Item(row, images, make_overlay(row, images, loader)))
@@ -543,8 +570,8 @@ header{background:#1d2733;color:#eee;padding:14px 22px}
 header h1{margin:0 0 6px;font-size:20px}
 header table{border-collapse:collapse;font-size:13px;margin:8px 0}
 header td,header th{padding:2px 10px;border-bottom:1px solid #3a4654;text-align:right}
-header td:first-child,header th:first-child{text-align:left}
-.audit-PASS{color:#7ee787;font-weight:bold}.audit-FAIL{color:#ff7b72;font-weight:bold}.audit-none{color:#d2a8ff}
+header td:first-child,header th:first-child,header td.l,header th.l{text-align:left}
+.audit-PASS{color:#7ee787;font-weight:bold}.audit-INCONCLUSIVE{color:#e3b341;font-weight:bold}.audit-FAIL{color:#ff7b72;font-weight:bold}.audit-none{color:#d2a8ff}
 .bar{position:sticky;top:0;z-index:5;background:#fff;border-bottom:1px solid #ccc;padding:8px 22px;display:flex;gap:8px;align-items:center;flex-wrap:wrap}
 .bar button{border:1px solid #999;background:#f6f6f6;border-radius:4px;padding:4px 10px;cursor:pointer}
 .bar button.on{background:#1d2733;color:#fff;border-color:#1d2733}
@@ -567,14 +594,25 @@ details summary{cursor:pointer;font-size:13px;color:#333}
 #errors{color:#b42318;white-space:pre-wrap;padding:0 22px}
 """
 
-JS = r"""
+# Installed first, in <head>: every later script error lands in the DOM (#errors), where --dump-dom shows it.
+ERROR_HOOK = r"""
+window.__errors = [];
 window.onerror = function (msg, src, line, col) {
+  var text = 'JS error: ' + msg + ' (line ' + line + ':' + col + ')';
+  window.__errors.push(text);
   var e = document.getElementById('errors');
-  if (e) { e.textContent += 'JS error: ' + msg + ' (line ' + line + ':' + col + ')\n'; }
+  if (e) { e.textContent += text + '\n'; }
   var s = document.getElementById('status');
   if (s) { s.textContent = 'error: ' + msg; }
   return false;
 };
+document.addEventListener('DOMContentLoaded', function () {
+  var e = document.getElementById('errors');
+  if (e && window.__errors.length && !e.textContent) { e.textContent = window.__errors.join('\n') + '\n'; }
+});
+"""
+
+JS = r"""
 (function () {
   var items = Array.prototype.slice.call(document.querySelectorAll('.item'));
   var variants = JSON.parse(document.getElementById('variants').textContent);
@@ -618,11 +656,34 @@ window.onerror = function (msg, src, line, col) {
     if (e.key === 'j' || e.key === 'ArrowRight') { go(1); e.preventDefault(); }
     else if (e.key === 'k' || e.key === 'ArrowLeft') { go(-1); e.preventDefault(); }
   });
+  var expand = document.getElementById('expand');
+  expand.addEventListener('click', function () {
+    var open = expand.dataset.open !== '1';
+    Array.prototype.forEach.call(document.querySelectorAll('.item details'), function (d) { d.open = open; });
+    expand.dataset.open = open ? '1' : '0';
+    expand.textContent = open ? 'collapse all' : 'expand all';
+  });
   fillVariants(); apply();
   var tasks = {};
   items.forEach(function (it) { tasks[it.dataset.task] = (tasks[it.dataset.task] || 0) + 1; });
-  document.getElementById('status').textContent = 'ok ' + items.length + ' items; ' +
-    Object.keys(tasks).map(function (t) { return t + ' ' + tasks[t]; }).join(', ');
+  var status = 'ok ' + items.length + ' items; ' + Object.keys(tasks).map(function (t) { return t + ' ' + tasks[t]; }).join(', ');
+  if (location.hash === '#selftest') {  // exercised by the headless browser test: filters and keys really work
+    var problems = [];
+    Object.keys(tasks).forEach(function (t) {
+      buttons.filter(function (b) { return b.dataset.task === t; })[0].click();
+      var vis = visible();
+      if (vis.length !== tasks[t] || vis.some(function (it) { return it.dataset.task !== t; })) { problems.push('filter ' + t); }
+      if (vsel.options.length !== (variants[t] || []).length + 1) { problems.push('variants ' + t); }
+    });
+    buttons[0].click();
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'j'}));
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'j'}));
+    document.dispatchEvent(new KeyboardEvent('keydown', {key: 'k'}));
+    if (items.length > 1 && !items[0].classList.contains('current')) { problems.push('keys'); }
+    status += problems.length ? '; selftest FAILED: ' + problems.join(', ') : '; selftest ok';
+  }
+  if (window.__errors.length) { status = 'error: ' + window.__errors[0]; }
+  document.getElementById('status').textContent = status;
 })();
 """
 
@@ -655,11 +716,11 @@ def _audit_html(manifest: dict[str, Any]) -> str:
              f'(no solver may beat chance by more than {float(audit.get("threshold", 0.05)) * 100:g} points)</p>']
     rows = []
     for key, b in sorted((audit.get("best") or {}).items()):
-        rows.append(f"<tr><td>{_esc(key)}</td><td>{_esc(b.get('n'))}</td><td>{_esc(b.get('solver'))}</td>"
+        rows.append(f"<tr><td>{_esc(key)}</td><td>{_esc(b.get('n'))}</td><td class='l'>{_esc(b.get('solver'))}</td>"
                     f"<td>{b.get('accuracy', 0):.1%}</td><td>{b.get('chance', 0):.1%}</td><td>{b.get('margin', 0) * 100:+.1f}</td>"
                     f"<td>{_esc(b.get('status'))}</td></tr>")
     if rows:
-        parts.append("<table><tr><th>task / variant</th><th>n</th><th>best shortcut solver</th><th>accuracy</th>"
+        parts.append("<table><tr><th>task / variant</th><th>n</th><th class='l'>best shortcut solver</th><th>accuracy</th>"
                      "<th>chance</th><th>pts</th><th>status</th></tr>" + "".join(rows) + "</table>")
     for f in audit.get("failures", []):
         parts.append(f'<p class="audit-FAIL">FAIL {_esc(f.get("task"))}/{_esc(f.get("variant"))}: {_esc(f.get("solver"))} '
@@ -705,6 +766,7 @@ def render_html(out: Path, manifest: dict[str, Any], sel: Selection, items: list
             f'</section>'
         )
     notes = "".join(f"<p>{_esc(n)}</p>" for n in sel.notes)
+    variants_json = json.dumps(variants).replace("</", "<\\/")  # raw text inside <script>: only "</" must not appear
     total = sum(manifest.get("counts", {}).get("total", {}).values())
     head = (
         f"<h1>ssrl preview: {_esc(out.resolve().name)}</h1>"
@@ -715,19 +777,20 @@ def render_html(out: Path, manifest: dict[str, Any], sel: Selection, items: list
     )
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>ssrl preview: {_esc(out.resolve().name)}</title><style>{CSS}</style></head><body>"
+        f"<title>ssrl preview: {_esc(out.resolve().name)}</title><script>{ERROR_HOOK}</script><style>{CSS}</style></head><body>"
         f"<header>{head}</header>"
         f"<div class=\"bar\">{''.join(bar)}<select id=\"f-variant\" aria-label=\"variant\"></select>"
-        f"<span id=\"shown\"></span><span class=\"help\">j / &rarr;: next item &nbsp; k / &larr;: previous</span></div>"
+        f"<button id=\"expand\">expand all</button><span id=\"shown\"></span><span class=\"help\">j / &rarr;: next item &nbsp; k / &larr;: previous</span></div>"
         f"<div id=\"status\">rendering&hellip;</div><div id=\"errors\"></div>"
         f"<main>{''.join(cards)}</main>"
-        f"<script type=\"application/json\" id=\"variants\">{_esc(json.dumps(variants))}</script>"
+        f"<script type=\"application/json\" id=\"variants\">{variants_json}</script>"
         f"<script>{JS}</script></body></html>"
     )
 
 
 def contact_sheet(items: list[Item], cell: tuple[int, int] = (420, 300)):
-    """One row per task: every item's overlay fitted into ``cell`` with its id and answer underneath."""
+    """One row per task: every item's overlay fitted into ``cell`` with its variant, answer and id underneath
+    (in red when the overlay found a problem)."""
     from PIL import Image, ImageDraw
 
     by_task: dict[str, list[Item]] = defaultdict(list)
@@ -735,25 +798,34 @@ def contact_sheet(items: list[Item], cell: tuple[int, int] = (420, 300)):
         by_task[it.row.task].append(it)
     tasks = sorted(by_task, key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
     cw, ch = cell
-    head, gap, cap = 110, 8, 34
-    ncols = max((len(v) for v in by_task.values()), default=1)
-    sheet = Image.new("RGB", (head + ncols * (cw + gap), max(1, len(tasks)) * (ch + cap + gap) + gap), "white")
-    d = ImageDraw.Draw(sheet)
-    for r, task in enumerate(tasks):
-        y = gap + r * (ch + cap + gap)
-        d.text((8, y + ch // 2), task, font=_font(20), fill=(0, 0, 0), anchor="lm")
-        for c, it in enumerate(by_task[task]):
+    head, gap, cap = 110, 10, 36
+    rows = []
+    for task in tasks:
+        scaled = []
+        for it in by_task[task]:
             ov = it.overlay.image
             s = min(cw / ov.width, ch / ov.height)
-            im = ov.resize((max(1, int(ov.width * s)), max(1, int(ov.height * s))), Image.LANCZOS)
+            scaled.append(ov.resize((max(1, int(ov.width * s)), max(1, int(ov.height * s))), Image.LANCZOS))
+        rows.append((task, scaled))
+    ncols = max((len(v) for v in by_task.values()), default=1)
+    height = gap + sum(max(im.height for im in sc) + cap + gap for _, sc in rows) if rows else 1
+    sheet = Image.new("RGB", (head + ncols * (cw + gap), height), "white")
+    d = ImageDraw.Draw(sheet)
+    y = gap
+    for task, scaled in rows:
+        row_h = max(im.height for im in scaled)
+        d.text((8, y + row_h // 2), task, font=_font(20), fill=(0, 0, 0), anchor="lm")
+        for c, (it, im) in enumerate(zip(by_task[task], scaled)):
             x = head + c * (cw + gap)
             sheet.paste(im, (x, y))
             ans = it.row.answer
             if it.row.task == "position" and it.row.options:
                 ans += f" = {it.row.options.get(it.row.answer, '?')}"
             colour = (180, 20, 20) if it.overlay.notes else (0, 0, 0)
-            d.text((x, y + im.height + 3), f"{it.row.variant}: {ans}", font=_font(14), fill=colour)
+            d.text((x, y + im.height + 3), f"{it.row.variant}: {ans}" + ("  (see notes)" if it.overlay.notes else ""),
+                   font=_font(14), fill=colour)
             d.text((x, y + im.height + 19), it.row.id[:60], font=_font(11), fill=(100, 100, 100))
+        y += row_h + cap + gap
     return sheet
 
 

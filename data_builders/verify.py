@@ -19,7 +19,7 @@ from ssrl_plugin.config import BuildConfig, load_config
 from ssrl_plugin.errors import SourceError, SSRLError
 from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import Task, create_task
-from ssrl_plugin.sources import LoadOptions, load_source
+from ssrl_plugin.sources import load_source
 
 from .pipeline import collect_sources
 

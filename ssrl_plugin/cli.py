@@ -183,8 +183,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--tasks", type=_csv)
     e.set_defaults(func=cmd_examples)
-    from data_builders import preview, stats, audit
-    preview.register(sub); stats.register(sub); audit.register(sub)
+
+    from data_builders import audit, preview, stats  # they register their own subcommands
+
+    for module in (preview, stats, audit):
+        module.register(sub)
     return p
 
 

@@ -23,6 +23,8 @@ the recorded boxes, pixel comparison of the output image) so that a bug in the w
 from __future__ import annotations
 
 import math
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageDraw
 
 from .. import render
-from ..core import Source
+from ..core import DepthMap, Source
 from ..errors import Reject
 from ..registry import TaskConfig, check
 
@@ -109,24 +111,65 @@ def prepare_depth(source: Source, task: str, low_pct: float, high_pct: float, mi
 
     Pixels count as valid only where the map says so AND the farness is finite and positive (a zero or negative
     distance is not physical; it would also break the relative-gap test).
+
+    The field is a pure function of the depth map and the two percentiles, so it is computed once per source and
+    reused by later attempts and by the other RGB-D task of the same source visit (see :func:`_cached`).
     """
     depth = source.depth
     if depth is None:
         raise Reject(f"{task}/no_depth", f"source {source.id} has no depth map")
     if depth.shape != (source.height, source.width):
         raise Reject(f"{task}/no_depth", f"depth {depth.shape} does not match the RGB {(source.height, source.width)}")
-    far = depth.farness()
-    valid = depth.valid & np.isfinite(far) & (far > 0)
-    n_valid = int(np.count_nonzero(valid))
+    far, valid, n_valid, lo, hi, norm = _cached(depth, ("field", float(low_pct), float(high_pct)),
+                                                lambda: _depth_field(depth, low_pct, high_pct))
     fraction = n_valid / valid.size
     if n_valid == 0 or fraction < min_map_valid_fraction:
         raise Reject(f"{task}/too_few_valid", f"{fraction:.1%} of the depth map is valid (< {min_map_valid_fraction:.1%})")
-    far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
-    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct)))
     if not hi > lo * (1.0 + 1e-6):
         raise Reject(flat_reason, f"the depth range is empty (p{low_pct:g} = p{high_pct:g} = {lo:.4g})")
-    norm = ((far - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
     return DepthField(far, norm, valid, lo, hi, low_pct, high_pct, fraction, depth.kind)
+
+
+def _depth_field(depth: DepthMap, low_pct: float, high_pct: float) -> tuple:
+    """(far, valid, n_valid, lo, hi, norm) of :func:`prepare_depth`; lo/hi/norm are None when nothing is valid."""
+    if depth.kind == "inverse":
+        far = depth.farness()
+    else:  # DepthMap.farness() in one pass: the values where valid, NaN elsewhere
+        far = np.where(depth.valid, depth.values.astype(np.float32, copy=False), np.float32(np.nan))
+    # far is NaN wherever the map is invalid, so this is ``depth.valid & isfinite(far) & (far > 0)``
+    valid = (far > 0) & (far < np.inf)
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        return far, valid, 0, None, None, None
+    if n_valid != int(np.count_nonzero(depth.valid)):  # valid is a subset of depth.valid: equal counts = equal masks
+        far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
+    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct)))
+    if not hi > lo * (1.0 + 1e-6):
+        return far, valid, n_valid, lo, hi, None
+    norm = np.subtract(far, np.float32(lo))
+    np.divide(norm, np.float32(hi - lo), out=norm)
+    return far, valid, n_valid, lo, hi, norm
+
+
+# Per-process memo of the pure functions of one depth map (its field, its window statistics), keyed by the identity of
+# the DepthMap object and checked through a weak reference, so a new source never hits a stale entry. Sources are
+# never modified after decoding; the few entries kept are the last sources seen (a visit's RGB-D tasks and the
+# retries of one candidate all use the same source).
+_CACHE: OrderedDict[tuple, tuple[weakref.ref, Any]] = OrderedDict()
+_CACHE_ENTRIES = 6
+
+
+def _cached(owner: Any, key: tuple, compute: Any) -> Any:
+    full = (id(owner), *key)
+    hit = _CACHE.get(full)
+    if hit is not None and hit[0]() is owner:
+        _CACHE.move_to_end(full)
+        return hit[1]
+    value = compute()
+    _CACHE[full] = (weakref.ref(owner), value)
+    while len(_CACHE) > _CACHE_ENTRIES:
+        _CACHE.popitem(last=False)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------- geometry
@@ -209,19 +252,47 @@ def window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int) -
     """Valid fraction, mean and std of the valid normalised depth in the (2 half + 1)^2 windows centred on the grid
     ``xs`` x ``ys`` (flattened row-major: index = iy * len(xs) + ix).
 
-    Box sums of [count, sum, sum of squares] in two separable passes: an integral image along y (one vector add
-    per row: faster here than ``np.cumsum`` or ``np.add.reduceat`` along a non-contiguous axis), sampled at the
-    grid's window edges; then a cumulative sum along x of those few row bands gives every window by differences.
+    Box sums of [count, sum, sum of squares] in two separable passes: a running sum down the rows (one vector add per
+    row, in row order), kept only at the rows where the grid's windows start and end; then a cumulative sum along x
+    of those few row bands gives every window by differences. The running sum goes through blocks of rows that stay
+    in cache instead of a full-size integral image (same additions in the same order, so the same bits).
+    Memoised per field (both RGB-D tasks use the same grid).
     """
+    key = ("window_stats", int(half), xs.tobytes(), ys.tobytes())
+    return _cached(field.norm, key, lambda: _window_stats(field, xs, ys, half))  # the norm array is the memoised one
+
+
+_ROW_BLOCK = 32
+
+
+def _window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int) -> WindowStats:
     h, w = field.valid.shape
-    x = np.where(field.valid, field.norm, 0.0).astype(np.float64)
-    stack = np.zeros((h + 1, 3, w), np.float64)
-    stack[1:, 0] = field.valid
-    stack[1:, 1] = x
-    stack[1:, 2] = x * x
-    for row in range(1, h + 1):
-        np.add(stack[row], stack[row - 1], out=stack[row])
-    bands = stack[ys + half + 1] - stack[ys - half]  # (ny, 3, w): column sums over each window's rows
+    lo, hi = ys - half, ys + half + 1  # row prefix indices: prefix[k] = sum over rows < k
+    top = int(hi.max())
+    wanted = np.zeros(top + 1, bool)
+    wanted[lo] = True
+    wanted[hi] = True
+    slot = np.cumsum(wanted) - 1  # where each wanted prefix row is kept
+    prefix = np.empty((int(slot[-1]) + 1, 3, w), np.float64)
+    buf = np.empty((_ROW_BLOCK + 1, 3, w), np.float64)  # buf[0]: the running sum before the block
+    buf[0] = 0.0
+    if wanted[0]:
+        prefix[0] = 0.0
+    for r0 in range(0, top, _ROW_BLOCK):
+        r1 = min(top, r0 + _ROW_BLOCK)
+        n = r1 - r0
+        v = field.valid[r0:r1]
+        x = np.where(v, field.norm[r0:r1], 0.0).astype(np.float64)
+        rows = buf[1:n + 1]
+        rows[:, 0] = v
+        rows[:, 1] = x
+        np.multiply(x, x, out=rows[:, 2])
+        for i in range(1, n + 1):
+            np.add(buf[i], buf[i - 1], out=buf[i])
+        for i in np.flatnonzero(wanted[r0 + 1:r1 + 1]):
+            prefix[slot[r0 + 1 + i]] = buf[i + 1]
+        buf[0] = buf[n]
+    bands = prefix[slot[hi]] - prefix[slot[lo]]  # (ny, 3, w): column sums over each window's rows
     cols = np.zeros((ys.size, 3, w + 1), np.float64)
     np.cumsum(bands, axis=2, out=cols[:, :, 1:])
     sums = cols[:, :, xs + half + 1] - cols[:, :, xs - half]  # (ny, 3, nx)

@@ -14,12 +14,9 @@ image-only stand-in with its resizing rule when the real one cannot be imported.
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import random
 import sys
-import types
 from pathlib import Path
 from unittest import mock
 
@@ -48,79 +45,22 @@ def pytest_runtest_makereport(item, call):
 
 
 # ------------------------------------------------------------------------------------------- qwen_vl_utils
-IMAGE_FACTOR_PATCH = 14
-MIN_PIXELS = 4 * 28 * 28
-MAX_PIXELS = 16384 * 28 * 28
-
-
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """qwen_vl_utils' rule: sides rounded to multiples of ``factor``, pixel count clamped to [min, max]."""
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
-
-
-def _fetch_image(ele: dict, image_patch_size: int = IMAGE_FACTOR_PATCH):
-    from PIL import Image
-
-    image = ele.get("image", ele.get("image_url"))
-    if isinstance(image, Image.Image):
-        pil = image
-    elif isinstance(image, (bytes, bytearray)):
-        pil = Image.open(io.BytesIO(image))
-    elif isinstance(image, dict) and "bytes" in image:
-        pil = Image.open(io.BytesIO(image["bytes"]))
-    elif isinstance(image, str):
-        pil = Image.open(image[len("file://"):] if image.startswith("file://") else image)
-    else:
-        raise TypeError(f"unsupported image {type(image)}")
-    pil = pil.convert("RGB")
-    factor = image_patch_size * 2
-    h, w = smart_resize(pil.height, pil.width, factor, ele.get("min_pixels", MIN_PIXELS), ele.get("max_pixels", MAX_PIXELS))
-    return pil.resize((w, h), Image.BICUBIC)
-
-
-def _process_vision_info(conversations, return_video_kwargs=False, return_video_metadata=False, image_patch_size=14):
-    if conversations and isinstance(conversations[0], dict):
-        conversations = [conversations]
-    images = []
-    for conversation in conversations:
-        for message in conversation:
-            content = message.get("content")
-            if not isinstance(content, list):
-                continue
-            for ele in content:
-                if not isinstance(ele, dict):
-                    continue
-                if "video" in ele or ele.get("type") == "video":
-                    raise NotImplementedError("the qwen_vl_utils stand-in handles images only")
-                if "image" in ele or "image_url" in ele or ele.get("type") in ("image", "image_url"):
-                    images.append(_fetch_image(ele, image_patch_size))
-    out = (images or None, None)
-    return (*out, None) if return_video_kwargs else out
+STUBS = Path(__file__).resolve().parent / "stubs"
 
 
 def _install_qwen_vl_utils_stub() -> bool:
+    """The real qwen_vl_utils when it imports; else stubs/qwen_vl_utils.py, found through sys.path (so spawned
+    dataloader workers, which inherit sys.path, find it too)."""
     try:
         import qwen_vl_utils  # noqa: F401
 
         return False
     except Exception:  # ImportError, or torchvision failing inside it
         sys.modules.pop("qwen_vl_utils", None)
-    stub = types.ModuleType("qwen_vl_utils")
-    stub.process_vision_info = _process_vision_info
-    stub.fetch_image = _fetch_image
-    stub.smart_resize = smart_resize
-    stub.__ssrl_stub__ = True
-    sys.modules["qwen_vl_utils"] = stub
+    sys.path.insert(0, str(STUBS))
+    import qwen_vl_utils
+
+    assert getattr(qwen_vl_utils, "__ssrl_stub__", False), qwen_vl_utils
     return True
 
 
@@ -230,3 +170,36 @@ def shards(built: Path, fmt: str, split: str) -> list[str]:
     files = sorted(str(p) for p in (built / fmt).glob(f"{split}-*.parquet"))
     assert files, f"no {fmt} {split} shards in {built}"
     return files
+
+
+# ------------------------------------------------------------------------------------------- verl config
+def verl_config_dir() -> Path:
+    return Path(verl.__path__[0]) / "trainer" / "config"
+
+
+def compose_ppo(overrides=()):
+    """verl's ppo_trainer config composed by Hydra with ``overrides`` (what `python -m verl.trainer.main_ppo` does)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def hydra_list(values) -> str:
+    return "[" + ",".join(f"'{v}'" for v in values) + "]"
+
+
+def read_overrides(path: Path, **values: str) -> list[str]:
+    """An overrides file (one key=value a line, '#' comments) with its ``${NAME}`` placeholders filled in."""
+    import re
+
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        for name, value in values.items():
+            line = line.replace("${" + name + "}", value)
+        left = re.findall(r"\$\{(\w+)\}", line)
+        assert not left, f"{path.name}: placeholder(s) {left} not filled in: {line}"
+        lines.append(line)
+    return lines

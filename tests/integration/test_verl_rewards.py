@@ -1,0 +1,210 @@
+"""Our reward inside verl 0.9.1's reward managers, loaded the way verl loads it (file path and pkg://).
+
+A DataProto batch like the rollout's (left-padded prompts, right-padded responses of different lengths, the
+attention mask over both, ``data_source``/``reward_model``/``extra_info`` from our parquet) holds correct, wrong
+and malformed responses. The legacy naive and batch managers and the reward-loop naive manager (directly, and
+through verl's Ray RewardLoopManager) must decode each response exactly, score it as our reward does, put the
+score at the last valid response token and nowhere else, and report the same extra keys for every sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from omegaconf import OmegaConf
+from verl import DataProto
+from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
+from verl.workers.reward_manager import get_reward_manager_cls
+
+import reward_fns
+from conftest import compose_ppo, shards
+
+REF_KINDS = {"file": reward_fns.VERL_FILE, "pkg": "pkg://reward_fns.verl"}
+KEYS = {"score", "acc", "format", "hedged", "length_penalty", "repetition_penalty"}
+REWARD_KWARGS = {"format_weight": 0.2}  # not the default, so the kwargs must reach the function
+
+
+def _wrong(answer: str) -> str:
+    if len(answer) == 1 and answer.isalpha():
+        return "ABCD"[("ABCD".index(answer) + 1) % 4]
+    parts = answer.split("-")
+    rotated = "-".join(parts[1:] + parts[:1])
+    if rotated != answer:
+        return rotated
+    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])  # flip "1-1": another patch
+
+
+def responses_for(row: dict) -> list[tuple[str, str]]:
+    answer = json.loads(row["reward_model"]["ground_truth"])["answer"]
+    return [
+        ("correct", f"<think>I compare the regions carefully.</think> The answer is \\boxed{{{answer}}}."),
+        ("wrong", f"<think>Looks like this.</think>\\boxed{{{_wrong(answer)}}}"),
+        ("no_format", f"The answer is \\boxed{{{answer}}}"),
+        ("hedged", f"<think>unsure</think> \\boxed{{{answer}}} or maybe \\boxed{{{_wrong(answer)}}}"),
+        ("unclosed", "<think>never closes \\boxed{" + answer),
+        ("unicode", f"<think>ünïcödé 中文 ✓</think>\\boxed{{{answer}}}"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def rows(built):
+    rows = [r for f in shards(built, "verl", "val") + shards(built, "verl", "train") for r in pq.read_table(f).to_pylist()]
+    by_task = {}
+    for r in rows:
+        by_task.setdefault(r["extra_info"]["task"], r)
+    assert set(by_task) == {"shuffle", "flip", "crop", "depth", "position"}
+    return list(by_task.values())
+
+
+@pytest.fixture(scope="module")
+def batch(rows, tokenizer):
+    """(DataProto, [(kind, row, response text, response length)]) with padding on both sides."""
+    prompt_len, resp_len = 24, 96
+    pad = tokenizer.pad_token_id
+    prompts, responses, masks, meta = [], [], [], []
+    for row in rows:
+        for kind, text in responses_for(row):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            assert tokenizer.decode(ids, skip_special_tokens=True) == text, "the tokenizer must round-trip"
+            assert len(ids) < resp_len
+            p_ids = tokenizer.encode("<|im_start|>user\nquestion<|im_end|>\n<|im_start|>assistant\n")
+            p_ids = p_ids[-prompt_len:]
+            prompts.append([pad] * (prompt_len - len(p_ids)) + p_ids)
+            responses.append(ids + [pad] * (resp_len - len(ids)))
+            masks.append([0] * (prompt_len - len(p_ids)) + [1] * len(p_ids) + [1] * len(ids) + [0] * (resp_len - len(ids)))
+            meta.append((kind, row, text, len(ids)))
+    n = len(meta)
+    tensors = {
+        "prompts": torch.tensor(prompts), "responses": torch.tensor(responses),
+        "attention_mask": torch.tensor(masks), "input_ids": torch.cat([torch.tensor(prompts), torch.tensor(responses)], 1),
+    }
+    non_tensors = {
+        "data_source": np.array([m[1]["data_source"] for m in meta], dtype=object),
+        "reward_model": np.array([dict(m[1]["reward_model"]) for m in meta], dtype=object),
+        "extra_info": np.array([copy.deepcopy(m[1]["extra_info"]) for m in meta], dtype=object),
+    }
+    data = DataProto.from_dict(tensors=tensors, non_tensors=non_tensors)
+    assert len(data) == n and data.non_tensor_batch["extra_info"].shape == (n,)
+    return data, meta
+
+
+def expected(meta, **kwargs) -> list[dict]:
+    from reward_fns import verl as ours
+
+    return [ours.compute_score(m[1]["data_source"], m[2], m[1]["reward_model"]["ground_truth"], m[1]["extra_info"],
+                               **kwargs) for m in meta]
+
+
+def reward_config(ref: str, **extra):
+    return OmegaConf.create({"reward": {"custom_reward_function": {
+        "path": ref, "name": "compute_score", "reward_kwargs": dict(REWARD_KWARGS)}, **extra}})
+
+
+def check_tensor(reward, meta, scores):
+    assert reward.shape == (len(meta), 96) and reward.dtype == torch.float32
+    for i, (_, _, _, length) in enumerate(meta):
+        row = reward[i]
+        assert row[length - 1].item() == pytest.approx(scores[i]["score"])
+        rest = torch.cat([row[: length - 1], row[length:]])
+        assert torch.count_nonzero(rest) == 0, f"sample {i}: reward outside the last valid response token"
+
+
+def check_kinds(meta, scores):
+    by_kind = {}
+    for m, s in zip(meta, scores):
+        by_kind.setdefault(m[0], []).append(s)
+    assert all(s["acc"] == 1.0 and s["format"] == 1.0 and s["score"] == pytest.approx(1.0) for s in by_kind["correct"])
+    assert all(s["acc"] == 1.0 for s in by_kind["unicode"])
+    assert all(s["acc"] == 0.0 and s["format"] == 1.0 and s["score"] == pytest.approx(0.2) for s in by_kind["wrong"])
+    assert all(s["format"] == 0.0 and s["acc"] == 1.0 and s["score"] == pytest.approx(0.8) for s in by_kind["no_format"])
+    assert all(s["hedged"] == 1.0 and s["acc"] == 0.0 for s in by_kind["hedged"])
+    assert all(s["acc"] == 0.0 and s["format"] == 0.0 and s["score"] == 0.0 for s in by_kind["unclosed"])
+
+
+@pytest.mark.parametrize("kind", list(REF_KINDS))
+def test_verl_loads_our_reward(kind):
+    fn = get_custom_reward_fn(reward_config(REF_KINDS[kind]))
+    out = fn(data_source="spatial_ssrl/crop", solution_str="<think>x</think>\\boxed{B}",
+             ground_truth='{"answer":"B","task":"crop"}', extra_info={"task": "crop"})
+    assert set(out) == KEYS and out["score"] == pytest.approx(1.0)
+    out = fn(data_source="spatial_ssrl/crop", solution_str="\\boxed{B}", ground_truth='{"answer":"B","task":"crop"}')
+    assert out["score"] == pytest.approx(0.8)  # format_weight 0.2 from reward_kwargs
+
+
+@pytest.mark.parametrize("kind", list(REF_KINDS))
+@pytest.mark.parametrize("manager", ["naive", "batch"])
+def test_legacy_managers(manager, kind, batch, tokenizer):
+    data, meta = batch
+    fn = get_custom_reward_fn(reward_config(REF_KINDS[kind]))
+    cls = get_reward_manager_cls(manager)
+    mgr = cls(tokenizer=tokenizer, num_examine=1, compute_score=fn, reward_fn_key="data_source")
+    out = mgr(copy.deepcopy(data), return_dict=True)
+    scores = expected(meta, **REWARD_KWARGS)
+    check_tensor(out["reward_tensor"], meta, scores)
+    info = out["reward_extra_info"]
+    assert set(info) == KEYS and all(len(v) == len(meta) for v in info.values())
+    for key in KEYS:
+        assert info[key] == pytest.approx([s[key] for s in scores])
+    check_kinds(meta, scores)
+
+
+def run_reward_loop(mgr, data: DataProto) -> list[dict]:
+    async def run_all():
+        import asyncio
+
+        return await asyncio.gather(*(mgr.run_single(data[i : i + 1]) for i in range(len(data))))
+
+    return mgr.loop.run_until_complete(run_all())
+
+
+@pytest.mark.parametrize("kind", list(REF_KINDS))
+def test_reward_loop_naive_manager(kind, batch, tokenizer):
+    data, meta = batch
+    cfg = compose_ppo([f"reward.custom_reward_function.path={REF_KINDS[kind]}",
+                       "reward.custom_reward_function.name=compute_score",
+                       *(f"++reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in REWARD_KWARGS.items())])
+    assert cfg.reward.reward_manager.name == "naive" and cfg.reward.reward_manager.source == "register"
+    mgr = load_reward_manager(cfg, tokenizer)
+    assert type(mgr).__module__ == "verl.experimental.reward_loop.reward_manager.naive"
+    outputs = run_reward_loop(mgr, copy.deepcopy(data))
+    scores = expected(meta, **REWARD_KWARGS)
+    assert [o["reward_score"] for o in outputs] == pytest.approx([s["score"] for s in scores])
+    # what RewardLoopManager.compute_rm_score does with them: keys of the first sample, indexed in every other
+    infos = [o["reward_extra_info"] for o in outputs]
+    assert all(set(i) == KEYS for i in infos)
+    extra = {k: np.array([i[k] for i in infos]) for k in infos[0]}
+    assert all(v.shape == (len(meta),) and v.dtype.kind == "f" for v in extra.values())
+    check_tensor(type(mgr).assemble_rm_scores(data, [o["reward_score"] for o in outputs]), meta, scores)
+    check_kinds(meta, scores)
+
+
+def test_reward_loop_through_ray(batch, tokenizer_dir):
+    """verl's RewardLoopManager: Ray actors load the tokenizer folder and our reward (pkg://), score the batch."""
+    import ray
+    from verl.experimental.reward_loop.reward_loop import RewardLoopManager
+
+    data, meta = batch
+    cfg = compose_ppo(["reward.custom_reward_function.path=pkg://reward_fns.verl",
+                       "reward.custom_reward_function.name=compute_score",
+                       "reward.num_workers=1", f"actor_rollout_ref.model.path={tokenizer_dir}",
+                       *(f"++reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in REWARD_KWARGS.items())])
+    temp = tempfile.mkdtemp(prefix="ssrl-ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    try:
+        out = RewardLoopManager(cfg).compute_rm_score(copy.deepcopy(data))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    scores = expected(meta, **REWARD_KWARGS)
+    check_tensor(out.batch["rm_scores"], meta, scores)
+    assert set(out.meta_info["reward_extra_keys"]) == KEYS
+    for key in KEYS:
+        assert out.non_tensor_batch[key].tolist() == pytest.approx([s[key] for s in scores])
