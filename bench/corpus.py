@@ -150,9 +150,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def generate(out: str | os.PathLike, counts: dict[str, int], sizes: dict[str, tuple[int, int]] | None = None,
              seed: int = 0, unique: dict[str, int] | None = None, megadepth_invalid: float = 0.7,
-             verbose: bool = True) -> dict[str, str]:
-    """Write the corpus (skipping files already present); returns the build arguments for each kind."""
+             verbose: bool = True, link_from: str | os.PathLike | None = None) -> dict[str, str]:
+    """Write the corpus (skipping files already present); returns the build arguments for each kind.
+
+    ``link_from``: another corpus made with the same seed and sizes; files it already has are hard-linked from it
+    instead of rendered again (a small corpus as a prefix of a large one).
+    """
     out = Path(out)
+    donor = Path(link_from) if link_from else None
     sizes = {"coco": (640, 480), "diode": (1024, 768), "megadepth": (1600, 1064), **(sizes or {})}
     unique = unique or {}
     for kind in KINDS:
@@ -161,6 +166,12 @@ def generate(out: str | os.PathLike, counts: dict[str, int], sizes: dict[str, tu
         for i in range(n):
             targets = FILES[kind](out, i)
             if all(p.exists() for p in targets):
+                continue
+            if donor is not None and all(p.exists() for p in FILES[kind](donor, i)):
+                for src, dst in zip(FILES[kind](donor, i), targets):
+                    if not dst.exists():
+                        _link_or_copy(src, dst)
+                linked += 1
                 continue
             if cap and i >= cap:
                 for src, dst in zip(FILES[kind](out, i % cap), targets):

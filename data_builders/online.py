@@ -6,11 +6,12 @@ verl (0.9.1) plugs a dataset class in with ``data.custom_cls`` and calls it like
     data.custom_cls.name=OnlineSpatialDataset
     data.train_files=ssrl://train                      # which split this dataset serves
     data.val_files=ssrl://val
-    +data.ssrl.config=/abs/path/build.yaml             # optional: a `ssrl build` config file
-    +data.ssrl.build.rgb=[/data/coco/train2017]        # optional: any `ssrl build` key (same names, same checks)
-    +data.ssrl.build.num_samples=8000                  # train + val samples per epoch (val_fraction splits them)
+    ++data.ssrl.config=/abs/path/build.yaml            # optional: a `ssrl build` config file
+    ++data.ssrl.build.rgb=[/data/coco/train2017]       # optional: any `ssrl build` key (same names, same checks)
+    ++data.ssrl.build.num_samples=8000                 # train + val samples per epoch (val_fraction splits them)
 
 With no ``rgb``/``rgbd`` source the built-in demo corpus is used, as ``ssrl build`` does.
+example_configs/verl_grpo_online.sh runs the paper's recipe this way.
 
 How samples are drawn (everything a pure function of the build config, the split, the epoch and the index):
 
@@ -22,7 +23,10 @@ How samples are drawn (everything a pure function of the build config, the split
   the quotas, and its candidate (source, answer slot) from the task's :class:`~ssrl_plugin.dataset.TaskStream`,
   continued from epoch to epoch so sources rotate and answer slots stay balanced;
 * rows are made by the offline writer's own functions (:func:`records.encode`, :func:`records.verl_row`, images
-  embedded as ``{"bytes": ...}``): the same columns and types as ``DIR/verl/*.parquet``.
+  embedded as ``{"bytes": ...}``): the same columns and types as ``DIR/verl/*.parquet``;
+* a rejected candidate, an undecodable source or (with ``data.filter_overlong_prompts``) a prompt longer than
+  ``data.max_prompt_length`` moves on to the next fallback candidate of the same task: still a pure function of
+  (epoch, index); after 32 fallbacks the sample fails with the reasons (e.g. pictures too large for the limit).
 
 Epochs. verl never tells a dataset which epoch it is in, so the dataset counts: the *k*-th time index *i* is
 served (in this process or any dataloader worker: the counts live in shared memory) it is sample *i* of epoch *k*,
@@ -61,7 +65,8 @@ SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "val
 SCHEME = "ssrl://"
 RETRIES = 32  # other candidates (other sources) tried when one is rejected or its source cannot be decoded
 RETRY_STRIDE = 1 << 40  # retry r of stream index k uses index k + r * RETRY_STRIDE: never another sample's index
-SOURCE_CACHE = 8
+SOURCE_CACHE = 8  # decoded sources kept per process (a dataloader worker each)
+DEMO_SOURCE_CACHE = 32  # demo sources are rendered, which costs more than a decode
 
 __all__ = ["OnlineRows", "OnlineSpatialDataset", "parse_split", "build_config_from", "split_pools"]
 
@@ -185,13 +190,22 @@ class OnlineRows:
         return streams[name]
 
     def _source(self, ref: SourceRef):
+        """Decode a source (a few kept per process); one that failed once is not decoded again here."""
         cache: OrderedDict = self._local.setdefault("sources", OrderedDict())
+        bad: dict[str, str] = self._local.setdefault("bad", {})
         if ref.id in cache:
             cache.move_to_end(ref.id)
             return cache[ref.id]
-        source = load_source(ref, self.config.source)
+        if ref.id in bad:
+            raise SourceError(bad[ref.id])
+        try:
+            source = load_source(ref, self.config.source)
+        except Exception as exc:  # noqa: BLE001 - as `ssrl build`: a bad file costs its samples, not the run
+            reason = str(exc) if isinstance(exc, SourceError) else f"{ref.rgb_path or ref.id}: {type(exc).__name__}: {exc}"
+            bad[ref.id] = reason
+            raise SourceError(reason) from None
         cache[ref.id] = source
-        while len(cache) > SOURCE_CACHE:
+        while len(cache) > (DEMO_SOURCE_CACHE if ref.scheme == "demo" else SOURCE_CACHE):
             cache.popitem(last=False)
         return source
 
@@ -382,8 +396,8 @@ def _make_verl_class():
             return self.__dict__.copy()  # keep the (small) row generator; RLHFDataset drops its dataframe
 
         def row(self, epoch: int, index: int) -> dict[str, Any]:
-            """The raw verl row of sample ``index`` of ``epoch`` (no visit is counted)."""
-            return self.dataframe.rows.row(epoch, index)
+            """The verl row of sample ``index`` of ``epoch``, as served (filter included; no visit counted)."""
+            return self.dataframe.rows.row(epoch, index, self.dataframe.accept)
 
         # torchdata's StatefulDataLoader saves this with verl's checkpoint (data.pt) and restores it
         def state_dict(self) -> dict[str, Any]:

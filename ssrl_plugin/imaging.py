@@ -222,8 +222,16 @@ def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 95) -> byte
 
 
 def _stripped(img: Image.Image) -> Image.Image:
-    """A copy without ``info`` (EXIF, ICC, text chunks, DPI): some encoders copy those from ``img.info``."""
-    out = img.copy()
+    """``img`` without ``info`` (EXIF, ICC, text chunks, DPI): some encoders copy those from ``img.info``.
+
+    A second Image object over the SAME pixel memory (encoding only reads it), so no full-size copy is made;
+    ``img`` itself is left untouched.
+    """
+    img.load()
+    try:
+        out = img._new(img.im)  # shares the pixel core; _new copies info and palette, info is then dropped
+    except AttributeError:  # a Pillow without Image._new: fall back to a copy
+        out = img.copy()
     out.info = {}
     return out
 

@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 import reward_fns
-from conftest import ROOT, shards
+from int_support import ROOT, shards
 
 CONFIGS = ROOT / "example_configs"
 YAMLS = [CONFIGS / "easyr1_grpo.yaml", CONFIGS / "easyr1_grpo_inpainting.yaml"]

@@ -21,7 +21,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
-from conftest import ROOT, build_settings, compose_ppo, read_overrides, shards
+from int_support import ROOT, build_settings, compose_ppo, read_overrides, shards
 from data_builders import online
 from data_builders.records import verl_schema
 
@@ -135,19 +135,30 @@ def test_validation_is_a_fixed_set(cfg, tokenizer, processor):
     assert first == second and len(first) == 10
 
 
-def test_resume_continues_with_fresh_samples(cfg, tokenizer, processor):
+def _dataset_states(state):
+    """Every dataset state in a StatefulDataLoader state dict (the loader's own, or one per worker)."""
+    if isinstance(state, dict):
+        if "completed_epochs" in state:
+            return [state]
+        return [s for v in state.values() for s in _dataset_states(v)]
+    return []
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_continues_with_fresh_samples(cfg, tokenizer, processor, workers):
     ds = make(cfg, tokenizer, processor)
-    dl = loader(ds, cfg, 0)
+    dl = loader(ds, cfg, workers)
     full = epochs(dl, 2)
     ds2 = make(cfg, tokenizer, processor)
-    dl2 = loader(ds2, cfg, 0)
+    dl2 = loader(ds2, cfg, workers)
     epochs(dl2, 1)
     it = iter(dl2)
     before = {int(i) for _ in range(3) for i in next(it)["index"]}
     state = dl2.state_dict()
-    assert state["dataset_state"] == {"completed_epochs": 1}
+    del it
+    assert _dataset_states(state) and all(s == {"completed_epochs": 1} for s in _dataset_states(state))
     ds3 = make(cfg, tokenizer, processor)  # a restarted run: verl restores data.pt into a new dataloader
-    dl3 = loader(ds3, cfg, 0)
+    dl3 = loader(ds3, cfg, workers)
     dl3.load_state_dict(state)
     rest = {}
     for batch in dl3:
@@ -211,13 +222,47 @@ def test_sources_are_decoded_lazily(cfg, tokenizer, processor, monkeypatch):
 
 
 def test_overlong_prompts_are_redrawn_or_refused(tokenizer, processor, tmp_path):
+    """data.filter_overlong_prompts, row by row: with the paper's pixels the 5-image crop prompts (~2,000 tokens on
+    the demo pictures) exceed a 1,200-token limit: every fallback is too long, so the sample fails loudly (verl's
+    rollout would refuse it); the other tasks fit and are served unchanged."""
     paper = online_config(tmp_path, "++data.mm_processor_kwargs.min_pixels=262144",
                           "++data.mm_processor_kwargs.max_pixels=4194304", "data.max_prompt_length=1200")
     ds = make(paper, tokenizer, processor)
-    tasks = [json.loads(ds.row(0, i)["reward_model"]["ground_truth"])["task"] for i in range(len(ds))]
+    raw = ds.dataframe.rows  # the generator without the filter
+    tasks = [json.loads(raw.row(0, i)["reward_model"]["ground_truth"])["task"] for i in range(len(ds))]
     other = next(i for i, t in enumerate(tasks) if t != "crop")
-    assert ds.prompt_length(ds.row(0, other)) <= 1200 and digest(ds[other]) == digest(ds.row(0, other))
+    assert ds.prompt_length(raw.row(0, other)) <= 1200 and digest(ds[other]) == digest(raw.row(0, other))
     crop = tasks.index("crop")
-    assert ds.prompt_length(ds.row(0, crop)) > 1200  # 5 images at >= 262,144 pixels each
+    assert ds.prompt_length(raw.row(0, crop)) > 1200  # 5 images at >= 262,144 pixels each
     with pytest.raises(RuntimeError, match="max_prompt_length"):
         ds[crop]
+
+
+def test_overlong_prompt_is_replaced_by_a_fitting_fallback(tokenizer, processor, tmp_path):
+    """Sources of two sizes: a crop prompt from a large picture exceeds the limit and is replaced by the next
+    candidate that fits (a small picture); the served row is that fallback, on every call and in ds.row."""
+    from PIL import Image
+
+    from ssrl_plugin.demo import demo_refs
+    from ssrl_plugin.sources import LoadOptions, load_source
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for k, ref in enumerate(demo_refs(8, 0, 320, 240)):
+        picture = Image.fromarray(load_source(ref, LoadOptions()).rgb)
+        (picture.resize((960, 720)) if k % 2 else picture).save(folder / f"{k:02d}.png")
+    cfg = online_config(tmp_path, "++data.mm_processor_kwargs.min_pixels=262144",
+                        "++data.mm_processor_kwargs.max_pixels=4194304", f"++data.ssrl.build.rgb=['{folder}']",
+                        "++data.ssrl.build.tasks=[crop]", "++data.ssrl.build.val_fraction=0")
+    ds = make(cfg, tokenizer, processor)
+    raw = ds.dataframe.rows
+    lengths = {i: ds.prompt_length(raw.row(0, i)) for i in range(6)}
+    assert len(set(lengths.values())) == 2, lengths  # one length per picture size
+    limit = min(lengths.values())
+    ds.max_prompt_length = limit
+    long = next(i for i, n in lengths.items() if n > limit)
+    served = ds.row(0, long)
+    assert ds.prompt_length(served) == limit and digest(served) != digest(raw.row(0, long))
+    assert digest(ds[long]) == digest(served) == digest(ds.row(0, long))
+    short = next(i for i, n in lengths.items() if n == limit)
+    assert digest(ds.row(0, short)) == digest(raw.row(0, short))  # prompts that fit are served unchanged

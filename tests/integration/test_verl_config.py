@@ -6,6 +6,7 @@ verl.trainer.main_ppo`` go through Hydra's compose, as ``python -m verl.trainer.
 * no unknown key: Hydra rejects a plain override of a key verl does not declare; each ``++`` key we add must be a
   field of the dataclass its section is turned into (``_target_``) or sit in a free dict verl passes on;
 * no missing key (``???``) left but the reward model's engine (the reward model is off); interpolations resolve;
+* the same for gpu_smoke.sh (item 6: a few GRPO steps on a GPU, not run here) on top of verl_grpo.sh;
 * verl's own checks pass: ``validate_config`` as ``main_ppo.main`` runs it, the actor and rollout sections
   converted to their dataclasses, the reward function and the dataset class loaded from the config.
 """
@@ -25,17 +26,18 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import omega_conf_to_dataclass, validate_config
 from verl.utils.dataset.rl_dataset import get_dataset_class
 
-from conftest import ROOT, compose_ppo, read_overrides, shards
+from int_support import ROOT, compose_ppo, read_overrides, shards
 
 CONFIGS = ROOT / "example_configs"
 # sections verl hands on as free dicts (no dataclass): processor kwargs, reward kwargs, our dataset's settings
 FREE_DICTS = ("data.mm_processor_kwargs", "reward.custom_reward_function.reward_kwargs", "data.ssrl")
 
 
-def dry_run(script: str, args, cwd) -> list[str]:
+def dry_run(script: str, args, cwd, **env_extra) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSRL_")}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # `ssrl` of this environment
     env["SSRL_DRY_RUN"] = "1"
+    env.update(env_extra)
     out = subprocess.run(["bash", str(CONFIGS / script), *args], cwd=cwd, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     argv = out.stdout.splitlines()
@@ -46,9 +48,14 @@ def dry_run(script: str, args, cwd) -> list[str]:
 @pytest.fixture(scope="module")
 def scripts(built, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("elsewhere")  # the scripts must not depend on the working directory
+    model = tmp_path_factory.mktemp("model")
+    (model / "config.json").write_text("{}")
+    smoke = tmp_path_factory.mktemp("smoke")
+    (smoke / "data").symlink_to(built, target_is_directory=True)  # gpu_smoke.sh reuses a built OUT_DIR/data
     return {
         "verl_grpo.sh": dry_run("verl_grpo.sh", [str(built)], cwd),
         "verl_grpo_online.sh": dry_run("verl_grpo_online.sh", [], cwd),
+        "gpu_smoke.sh": dry_run("gpu_smoke.sh", [str(smoke)], cwd, MODEL=str(model), NGPUS="2"),
     }
 
 
@@ -68,7 +75,7 @@ def _target_field_ok(base: DictConfig, key: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("script", ["verl_grpo.sh", "verl_grpo_online.sh"])
+@pytest.mark.parametrize("script", ["verl_grpo.sh", "verl_grpo_online.sh", "gpu_smoke.sh"])
 def test_example_overrides_compose_without_unknown_or_missing_keys(script, scripts):
     overrides = scripts[script]
     base = compose_ppo([])
@@ -88,7 +95,7 @@ def test_example_overrides_compose_without_unknown_or_missing_keys(script, scrip
     validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     assert need_reference_policy(cfg) and not need_critic(cfg)  # GRPO with a KL loss: a reference, no critic
     rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
-    assert rollout.limit_images == 5 and rollout.n == 5 and rollout.name == "vllm"
+    assert rollout.limit_images == 5 and rollout.n == (4 if script == "gpu_smoke.sh" else 5) and rollout.name == "vllm"
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     assert actor.use_kl_loss and actor.kl_loss_type == "low_var_kl" and actor.optim.lr == pytest.approx(1e-6)
 
@@ -96,6 +103,17 @@ def test_example_overrides_compose_without_unknown_or_missing_keys(script, scrip
     out = fn(data_source="spatial_ssrl/crop", solution_str="\\boxed{A}", ground_truth='{"answer":"A","task":"crop"}')
     assert out["score"] == pytest.approx(0.9)  # format_weight 0.1 (the paper's) reached the reward
     assert cfg.algorithm.adv_estimator == "grpo" and cfg.reward.reward_manager.name == "naive"
+
+
+def test_gpu_smoke_is_the_example_recipe_made_small(scripts, tmp_path_factory):
+    cfg = compose_ppo(scripts["gpu_smoke.sh"])
+    assert cfg.trainer.n_gpus_per_node == 2 and cfg.data.train_batch_size == 16 and cfg.trainer.total_training_steps == 4
+    assert cfg.actor_rollout_ref.rollout.n == 4 and cfg.trainer.logger == ["console"]
+    assert cfg.trainer.rollout_data_dir.endswith("/rollouts") and os.path.isabs(cfg.trainer.rollout_data_dir)
+    assert cfg.reward.custom_reward_function.path.endswith("reward_fns/verl.py")
+    assert os.path.isabs(cfg.actor_rollout_ref.model.path)
+    # everything else is verl_grpo.sh's recipe
+    assert cfg.actor_rollout_ref.rollout.limit_images == 5 and cfg.data.max_prompt_length == 4096
 
 
 def test_parquet_script_points_at_our_files(scripts, built):
@@ -120,3 +138,15 @@ def test_overrides_files_have_only_known_placeholders():
     for name in ("verl_grpo.overrides", "verl_grpo_online.overrides"):
         lines = read_overrides(CONFIGS / name, MODEL="m", TRAIN_FILES="['t']", VAL_FILES="['v']", SSRL_REWARD_VERL="r")
         assert lines and all("=" in ln for ln in lines)
+
+
+def test_scripts_are_valid_bash_and_gpu_smoke_needs_a_local_model(tmp_path):
+    for script in ("verl_grpo_online.sh", "gpu_smoke.sh"):
+        subprocess.run(["bash", "-n", str(CONFIGS / script)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSRL_") and k != "MODEL"}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    for model in (None, "Qwen/Qwen2.5-VL-3B-Instruct"):  # a hub name is not a local checkpoint
+        out = subprocess.run(["bash", str(CONFIGS / "gpu_smoke.sh"), str(tmp_path / "out")], cwd=tmp_path,
+                             env={**env, **({"MODEL": model} if model else {})}, capture_output=True, text=True)
+        assert out.returncode == 1 and "local Qwen2.5-VL checkpoint" in out.stderr and not out.stdout
+    assert not (tmp_path / "out" / "data").exists()  # nothing built before the checks

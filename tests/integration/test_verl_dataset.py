@@ -13,46 +13,13 @@ import json
 from collections import defaultdict
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
-from verl.utils.tokenizer import build_multimodal_processor_inputs
 
-from conftest import shards
-
-# verl's own data section (trainer/config/data/legacy_data.yaml) with what our example script sets
-MAX_PROMPT_LENGTH = 4096  # example_configs/verl_grpo.overrides: data.max_prompt_length
-PAPER_PIXELS = {"min_pixels": 262144, "max_pixels": 4194304}  # ++data.mm_processor_kwargs in the overrides
-
-
-def data_config(tmp_path, **overrides):
-    import verl
-
-    base = OmegaConf.load(f"{verl.__path__[0]}/trainer/config/data/legacy_data.yaml")
-    cfg = OmegaConf.merge(base, {
-        "prompt_key": "prompt", "image_key": "images", "max_prompt_length": MAX_PROMPT_LENGTH,
-        "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1, "truncation": "error",
-        "cache_dir": str(tmp_path / "verl_cache"), "tool_config_path": None, "function_tool_path": None,
-    }, overrides)
-    return cfg
-
-
-def parquet_rows(files):
-    return [r for f in files for r in pq.read_table(f).to_pylist()]
-
-
-def prompt_inputs(dataset: RLHFDataset, processor, messages, mm_processor_kwargs):
-    """What verl's rollout builds from a dataset item: chat template + qwen_vl_utils images + processor."""
-    images, videos, _ = RLHFDataset._process_multi_modal_info(messages, dataset.image_patch_size, dataset.config)
-    assert videos is None
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return images, text, build_multimodal_processor_inputs(processor, text=[text], images=images,
-                                                           mm_processor_kwargs=mm_processor_kwargs)
-
+from int_support import MAX_PROMPT_LENGTH, PAPER_PIXELS, data_config, parquet_rows, prompt_inputs, shards
 
 @pytest.mark.parametrize("pixels", ["default", "paper"])
 @pytest.mark.parametrize("split", ["train", "val"])

@@ -24,7 +24,7 @@ from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
 from verl.workers.reward_manager import get_reward_manager_cls
 
 import reward_fns
-from conftest import compose_ppo, shards
+from int_support import compose_ppo, shards
 
 REF_KINDS = {"file": reward_fns.VERL_FILE, "pkg": "pkg://reward_fns.verl"}
 KEYS = {"score", "acc", "format", "hedged", "length_penalty", "repetition_penalty"}
@@ -208,3 +208,45 @@ def test_reward_loop_through_ray(batch, tokenizer_dir):
     assert set(out.meta_info["reward_extra_keys"]) == KEYS
     for key in KEYS:
         assert out.non_tensor_batch[key].tolist() == pytest.approx([s[key] for s in scores])
+
+
+def test_reward_per_task_reads_verl_rollout_dumps(batch, tmp_path):
+    """example_configs/reward_per_task.py (gpu_smoke.sh) on rollouts in the format of verl's dump writer.
+
+    The writer (PPOTrainer._write_generations, trainer.rollout_data_dir) lives in verl's trainer module, which
+    imports TransferQueue (verl's GPU extras): its format is checked in the installed source instead."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import verl
+
+    from int_support import ROOT
+
+    source = (Path(verl.__path__[0]) / "trainer" / "ppo" / "v1" / "trainer_base.py").read_text()
+    writer = source[source.index("def _write_generations("):source.index("def _dump_generations(")]
+    for fragment in ('f"{global_steps}.jsonl"', '"output": outputs', '"gts": gts', '"score": scores', "json.dumps(entry"):
+        assert fragment in writer, f"verl's rollout dump changed: {fragment} not found"
+    assert "gts = [item.get(\"ground_truth\", None) for item in reward_model.tolist()]" in source
+
+    _, meta = batch
+    scores = expected(meta, format_weight=0.1)
+    for step in (1, 2):
+        with open(tmp_path / f"{step}.jsonl", "w") as f:
+            for m, s in zip(meta, scores):
+                entry = {"input": "prompt", "output": m[2], "gts": m[1]["reward_model"]["ground_truth"],
+                         "score": s["score"], "step": step}
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    out = subprocess.run([sys.executable, str(ROOT / "example_configs" / "reward_per_task.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.count("reward per task") == 2
+    n = len(responses_for(meta[0][1]))
+    accuracy = sum(s["acc"] for s in scores) / len(meta)
+    for task in ("shuffle", "flip", "crop", "depth", "position"):
+        line = next(ln for ln in out.splitlines() if ln.split()[:1] == [task])
+        fields = line.split()
+        assert int(fields[1]) == n
+        task_scores = [s["score"] for s, m in zip(scores, meta) if m[1]["extra_info"]["task"] == task]
+        assert float(fields[2]) == pytest.approx(sum(task_scores) / n, abs=1e-3)
+    total = next(ln for ln in out.splitlines() if ln.split()[:1] == ["all"]).split()
+    assert int(total[1]) == len(meta) and float(total[3]) == pytest.approx(accuracy, abs=1e-3)

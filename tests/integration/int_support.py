@@ -1,0 +1,186 @@
+"""Shared helpers of the integration suite (imported by its conftest and tests; pytest puts this folder on
+sys.path). A module of its own, not conftest: the light suite's tests import names from tests/conftest.py as
+``conftest``, so this suite's helpers must not live under that module name.
+
+Offline processor: a byte-level BPE trained with ``tokenizers`` on generated text, with the Qwen chat special
+tokens and a Qwen-style chat template, ``Qwen2VLImageProcessor()`` defaults, wrapped as ``Qwen2_5_VLProcessor``.
+No download. ``qwen_vl_utils`` (which imports torchvision, unusable beside torch 2.13.0+cpu) is replaced by an
+image-only stand-in (stubs/qwen_vl_utils.py) when the real one cannot be imported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+from pathlib import Path
+from unittest import mock
+
+from omegaconf import OmegaConf
+
+import pyarrow.parquet as pq
+import verl
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+from transformers import processing_utils
+from transformers.video_processing_utils import BaseVideoProcessor
+from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.utils.tokenizer import build_multimodal_processor_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# ------------------------------------------------------------------------------------------- qwen_vl_utils
+STUBS = Path(__file__).resolve().parent / "stubs"
+
+
+def _install_qwen_vl_utils_stub() -> bool:
+    """The real qwen_vl_utils when it imports; else stubs/qwen_vl_utils.py, found through sys.path (so spawned
+    dataloader workers, which inherit sys.path, find it too)."""
+    try:
+        import qwen_vl_utils  # noqa: F401
+
+        return False
+    except Exception:  # ImportError, or torchvision failing inside it
+        sys.modules.pop("qwen_vl_utils", None)
+    sys.path.insert(0, str(STUBS))
+    import qwen_vl_utils
+
+    assert getattr(qwen_vl_utils, "__ssrl_stub__", False), qwen_vl_utils
+    return True
+
+
+QWEN_VL_UTILS_STUB = _install_qwen_vl_utils_stub()
+
+
+# ------------------------------------------------------------------------------------------- processor
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen2.5-VL's template, reduced to what single-turn image prompts use (system prompt as Qwen's default).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def training_text(n: int = 600, seed: int = 0) -> list[str]:
+    """Generated text: our questions' words, reasoning-like answers, digits, letters, unicode."""
+    from ssrl_plugin.config import DEFAULT_INSTRUCTION
+
+    rng = random.Random(seed)
+    words = ("the a of in to is which patch patches image picture region regions label labels answer think "
+             "boxed crop depth flip flipped shuffle shuffled position left right front back nearest farthest "
+             "camera facing candidate hole black outlined red white order reading original vertical horizontal "
+             "options letter first step question final inside tags give then about").split()
+    tokens = words + list("ABCD0123456789") + ["-", ".", ",", "?", "{", "}", "\\", "<think>", "</think>", "\\boxed{"]
+    lines = [DEFAULT_INSTRUCTION]
+    for _ in range(n):
+        lines.append(" ".join(rng.choice(tokens) for _ in range(rng.randint(5, 40))))
+    lines.append("ünïcödé 中文 测试 ✓ — “quotes” ½")
+    return lines
+
+
+def make_tokenizer(vocab_size: int = 1200) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(training_text(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE)
+
+
+def make_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
+    video = BaseVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2)
+    # transformers 5 checks video_processor against the top-level BaseVideoProcessor, which is a torchvision
+    # placeholder here; the real class is accepted while the processor is built. The check looks the name up in
+    # processing_utils.transformers_module (not always the object `import transformers` gave).
+    with mock.patch.object(processing_utils.transformers_module, "BaseVideoProcessor", BaseVideoProcessor):
+        return Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(), tokenizer=tokenizer,
+                                   video_processor=video, chat_template=CHAT_TEMPLATE)
+
+
+# ------------------------------------------------------------------------------------------- data
+DEMO = {"demo": {"num_rgb": 6, "num_rgbd": 6, "width": 320, "height": 240}}
+MIX = {"shuffle": 1, "flip": 1, "crop": 1, "depth": 1, "position": 1}  # every task in both splits
+
+
+def build_settings(num_samples: int = 40, seed: int = 0) -> dict:
+    return {"num_samples": num_samples, "val_fraction": 0.25, "seed": seed, "mix": dict(MIX), **DEMO}
+
+
+def shards(built: Path, fmt: str, split: str) -> list[str]:
+    files = sorted(str(p) for p in (built / fmt).glob(f"{split}-*.parquet"))
+    assert files, f"no {fmt} {split} shards in {built}"
+    return files
+
+
+# ------------------------------------------------------------------------------------------- verl config
+def verl_config_dir() -> Path:
+    return Path(verl.__path__[0]) / "trainer" / "config"
+
+
+def compose_ppo(overrides=()):
+    """verl's ppo_trainer config composed by Hydra with ``overrides`` (what `python -m verl.trainer.main_ppo` does)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def read_overrides(path: Path, **values: str) -> list[str]:
+    """An overrides file (one key=value a line, '#' comments) with its ``${NAME}`` placeholders filled in."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        for name, value in values.items():
+            line = line.replace("${" + name + "}", value)
+        left = re.findall(r"\$\{(\w+)\}", line)
+        assert not left, f"{path.name}: placeholder(s) {left} not filled in: {line}"
+        lines.append(line)
+    return lines
+
+
+# ------------------------------------------------------------------------------------------- verl data
+# verl's own data section (trainer/config/data/legacy_data.yaml) with what our example script sets
+MAX_PROMPT_LENGTH = 4096  # example_configs/verl_grpo.overrides: data.max_prompt_length
+PAPER_PIXELS = {"min_pixels": 262144, "max_pixels": 4194304}  # ++data.mm_processor_kwargs in the overrides
+
+
+def data_config(tmp_path, **overrides):
+    base = OmegaConf.load(f"{verl.__path__[0]}/trainer/config/data/legacy_data.yaml")
+    cfg = OmegaConf.merge(base, {
+        "prompt_key": "prompt", "image_key": "images", "max_prompt_length": MAX_PROMPT_LENGTH,
+        "filter_overlong_prompts": True, "filter_overlong_prompts_workers": 1, "truncation": "error",
+        "cache_dir": str(tmp_path / "verl_cache"), "tool_config_path": None, "function_tool_path": None,
+    }, overrides)
+    return cfg
+
+
+def parquet_rows(files):
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def prompt_inputs(dataset: RLHFDataset, processor, messages, mm_processor_kwargs):
+    """What verl's rollout builds from a dataset item: chat template + qwen_vl_utils images + processor."""
+    images, videos, _ = RLHFDataset._process_multi_modal_info(messages, dataset.image_patch_size, dataset.config)
+    assert videos is None
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return images, text, build_multimodal_processor_inputs(processor, text=[text], images=images,
+                                                           mm_processor_kwargs=mm_processor_kwargs)
