@@ -2,9 +2,10 @@
 overrides of example_configs/verl_grpo_online.sh, iterated by verl's own dataloader (StatefulDataLoader, its
 sampler and collate_fn, as trainer_base builds them).
 
-Sample i of epoch e is (seed, epoch, i)-determined: identical for 0 and 2 dataloader workers, fresh in the next
-epoch, restored after a checkpoint; rows have the offline parquet's schema; train/val sources are disjoint and
-split as `ssrl build` splits them; sources are decoded only when a sample needs them.
+Sample i of epoch e is (seed, epoch, i)-determined: identical for 0 and 2 dataloader workers (forked or
+spawned), fresh in the next epoch, restored after a checkpoint; rows have the offline parquet's schema; train/val
+sources are disjoint and split as `ssrl build` splits them; sources are decoded only when a sample needs them;
+over-long prompts are redrawn (data.filter_overlong_prompts).
 """
 
 from __future__ import annotations
@@ -185,9 +186,8 @@ def test_rows_have_the_offline_schema(built, cfg, tokenizer, processor):
 
     ref = shape(offline.to_pylist()[0])
     assert all(shape(r) == ref for r in rows)
-    # the same sample, built offline and online, is the same row
-    by_id = {r["extra_info"]["id"]: r for r in offline.to_pylist()}
-    assert all(set(r) == set(by_id[next(iter(by_id))]) for r in rows)
+    offline_row = offline.to_pylist()[0]
+    assert all(set(r) == set(offline_row) and set(r["extra_info"]) == set(offline_row["extra_info"]) for r in rows)
     # what verl's __getitem__ makes of each: the same keys and kinds
     offline_ds = RLHFDataset(offline_files, tokenizer, cfg.data, processor=processor)
     a, b = ds[0], offline_ds[0]
@@ -266,3 +266,16 @@ def test_overlong_prompt_is_replaced_by_a_fitting_fallback(tokenizer, processor,
     assert digest(ds[long]) == digest(served) == digest(ds.row(0, long))
     short = next(i for i, n in lengths.items() if n == limit)
     assert digest(ds.row(0, short)) == digest(raw.row(0, short))  # prompts that fit are served unchanged
+
+
+def test_config_errors_name_the_key():
+    from ssrl_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="num_sampels"):
+        online.build_config_from({"ssrl": {"build": {"num_sampels": 5}}})
+    with pytest.raises(ConfigError, match="data.ssrl.extra"):
+        online.build_config_from({"ssrl": {"extra": 1}})
+    with pytest.raises(ConfigError, match="ssrl://train"):
+        online.parse_split(["/data/verl/train-00000-of-00001.parquet"])
+    assert online.parse_split(["ssrl://val"]) == online.parse_split("validation") == "val"
+    assert online.build_config_from({}).num_samples == 500  # no section: `ssrl build` defaults, demo corpus

@@ -132,6 +132,14 @@ def test_online_script_selects_our_dataset(scripts):
 
     build = build_config_from(cfg.data)
     assert (build.num_samples, build.val_fraction, build.seed) == (78000, 0.0125, 0)
+    # the documented way to point it at your images and resize it: ++ keys after the script's own
+    argv = dry_run("verl_grpo_online.sh", ["++data.ssrl.build.rgb=[/data/coco/train2017]",
+                                           "++data.ssrl.build.rgbd=['diode:/data/diode/train']",
+                                           "++data.ssrl.build.num_samples=2000", "++data.ssrl.build.task.crop.size_frac=0.4"],
+                   ROOT)
+    build = build_config_from(compose_ppo(argv).data)
+    assert build.rgb == ["/data/coco/train2017"] and build.rgbd == ["diode:/data/diode/train"]
+    assert build.num_samples == 2000 and build.task["crop"]["size_frac"] == 0.4 and build.val_fraction == 0.0125
 
 
 def test_overrides_files_have_only_known_placeholders():
