@@ -143,27 +143,32 @@ def _load_png16(path: str | os.PathLike) -> np.ndarray:
 
 
 def finish_depth(raw: np.ndarray, path: str | os.PathLike, *, scale: float = 1.0, invalid_value: float | None = None,
-                 mask: np.ndarray | None = None,
-                 min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+                 mask: np.ndarray | None = None, min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION,
+                 overwrite_input: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Stored values -> (float32 values * scale, valid), with the validity rules of this module.
 
     ``invalid_value`` is compared with the STORED value (before scaling), e.g. 0 in a millimetre PNG. Raises if
     no pixel is valid or if the valid fraction is below ``min_valid_fraction`` (such maps yield no usable
-    depth questions and usually mean a wrong format or scale).
+    depth questions and usually mean a wrong format or scale). With ``overwrite_input`` (the readers below, whose
+    arrays are freshly loaded) a writable C-contiguous float32 ``raw`` becomes the result itself instead of a copy.
     """
-    values = raw.astype(np.float32)  # always a copy: we write into it below
+    keep = (raw != invalid_value) if invalid_value is not None else None  # on the stored values, before any scaling
+    if overwrite_input and raw.dtype == np.float32 and raw.flags.c_contiguous and raw.flags.writeable:
+        values = raw
+    else:
+        values = raw.astype(np.float32)  # a copy: we write into it below
     if scale != 1.0:
         values *= np.float32(scale)
     with np.errstate(invalid="ignore"):
-        valid = np.isfinite(values) & (values > 0)
-    if invalid_value is not None:
-        valid &= raw != invalid_value
+        valid = (values > 0) & (values < np.inf)  # finite and positive (NaN compares False)
+    if keep is not None:
+        valid &= keep
     if mask is not None:
         if mask.shape != raw.shape:
             raise _fail(path, f"depth mask shape {tuple(mask.shape)} differs from depth shape {tuple(raw.shape)}")
         with np.errstate(invalid="ignore"):
             valid &= mask > 0
-    values[~valid] = 0.0
+    np.copyto(values, np.float32(0.0), where=~valid)
     n_valid = int(np.count_nonzero(valid))
     if n_valid == 0:
         raise _fail(path, "depth map has no valid pixels")
@@ -184,13 +189,14 @@ def read_diode_depth(depth_path: str | os.PathLike, mask_path: str | os.PathLike
         if mask.shape != raw.shape:
             raise _fail(mask_path, f"mask shape {tuple(mask.shape)} differs from depth {depth_path} shape {tuple(raw.shape)}")
     return finish_depth(raw, depth_path, scale=scale, invalid_value=invalid_value, mask=mask,
-                        min_valid_fraction=min_valid_fraction)
+                        min_valid_fraction=min_valid_fraction, overwrite_input=True)
 
 
 def read_megadepth_depth(path: str | os.PathLike, *, scale: float = 1.0,
                          min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION) -> tuple[np.ndarray, np.ndarray]:
     """MegaDepth: ``.h5`` dataset ``depth``, float32 with an arbitrary per-reconstruction scale; 0 = no depth."""
-    return finish_depth(_load_h5(path, "depth"), path, scale=scale, min_valid_fraction=min_valid_fraction)
+    return finish_depth(_load_h5(path, "depth"), path, scale=scale, min_valid_fraction=min_valid_fraction,
+                        overwrite_input=True)
 
 
 def read_generic_depth(path: str | os.PathLike, fmt: str = "auto", *, scale: float = 1.0,
@@ -209,7 +215,8 @@ def read_generic_depth(path: str | os.PathLike, fmt: str = "auto", *, scale: flo
         raw = _load_h5(path, "depth")
     else:
         raise ConfigError(f"unknown depth format {fmt!r} (expected one of {', '.join(DEPTH_FORMATS)} or auto)")
-    return finish_depth(raw, path, scale=scale, invalid_value=invalid_value, min_valid_fraction=min_valid_fraction)
+    return finish_depth(raw, path, scale=scale, invalid_value=invalid_value, min_valid_fraction=min_valid_fraction,
+                        overwrite_input=True)
 
 
 def load_depth(ref, min_valid_fraction: float = DEFAULT_MIN_VALID_FRACTION) -> DepthMap:

@@ -143,7 +143,7 @@ def _depth_field(depth: DepthMap, low_pct: float, high_pct: float) -> tuple:
         return far, valid, 0, None, None, None
     if n_valid != int(np.count_nonzero(depth.valid)):  # valid is a subset of depth.valid: equal counts = equal masks
         far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
-    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct)))
+    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct), overwrite_input=True))  # a temporary
     if not hi > lo * (1.0 + 1e-6):
         return far, valid, n_valid, lo, hi, None
     norm = np.subtract(far, np.float32(lo))
@@ -312,18 +312,24 @@ def gather_windows(values: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int
     return view[cy - half, cx - half].reshape(cx.size, side * side)
 
 
-def nan_quantiles(rows: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+def nan_quantiles(rows: np.ndarray, qs: tuple[float, ...], overwrite_input: bool = False) -> np.ndarray:
     """(len(qs), n) quantiles of each row over its non-NaN entries (linear interpolation, like np.nanpercentile).
 
     Rows are sorted once (NaN sorts last), so the k-th valid value is at index k whatever the row's NaN count.
+    With ``overwrite_input`` the rows are sorted in place (no second copy of a large array).
     """
-    ordered = np.sort(rows, axis=1)
     counts = np.count_nonzero(~np.isnan(rows), axis=1)
+    if overwrite_input:
+        rows.sort(axis=1)
+        ordered = rows
+    else:
+        ordered = np.sort(rows, axis=1)
     out = np.full((len(qs), rows.shape[0]), np.nan)
     ok = counts > 0
     if not ok.any():
         return out
-    ordered, counts = ordered[ok], counts[ok]
+    if not ok.all():
+        ordered, counts = ordered[ok], counts[ok]
     for k, q in enumerate(qs):
         pos = q * (counts - 1)
         lo = np.floor(pos).astype(np.int64)
@@ -375,7 +381,7 @@ def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowCon
         pick = np.sort(rng.choice(len(screened), cfg.max_candidates, replace=False))
         screened = screened.subset(pick)
     rows = gather_windows(field.norm, screened.cx, screened.cy, geom.half)
-    p10, median, p90 = nan_quantiles(rows, (0.1, 0.5, 0.9))
+    p10, median, p90 = nan_quantiles(rows, (0.1, 0.5, 0.9), overwrite_input=True)  # rows is our own copy
     flat = np.flatnonzero((p90 - p10) < cfg.flat_tol)
     return Candidates(screened.cx[flat], screened.cy[flat], screened.valid_fraction[flat], median[flat], p10[flat], p90[flat],
                       considered=len(stats))
@@ -428,10 +434,10 @@ def draw_markers(source: Source, regions: list[dict[str, Any]], geom: MarkerGeom
         bx, by = render.draw_region_marker(image, (float(cx), float(cy)), geom.ring_radius, region["label"], geom.badge_radius,
                                            color=MARKER_COLOR)
         badges.append([round(bx, 3), round(by, 3)])
-    out = np.asarray(image)
     for region in regions:
         x0, y0, x1, y1 = region["box"]
-        if not np.array_equal(out[y0:y1, x0:x1], source.rgb[y0:y1, x0:x1]):
+        # only the boxes are converted back to an array (a whole-image np.asarray costs a full copy)
+        if not np.array_equal(np.asarray(image.crop((x0, y0, x1, y1))), source.rgb[y0:y1, x0:x1]):
             raise Reject(f"{task}/marker_overlap", f"a marker covers region {region['label']}")
     return image, badges
 
