@@ -302,25 +302,6 @@ def _easyr1_ppo_config():
     return PPOConfig
 
 
-@pytest.mark.parametrize("path", [EASYR1_YAML, INPAINT_YAML], ids=lambda p: p.name)
-def test_easyr1_own_loader_accepts_the_yaml(path, monkeypatch):
-    PPOConfig = _easyr1_ppo_config()
-    if PPOConfig is None:
-        pytest.skip("EasyR1 is not installed")
-    from ssrl_plugin.paths import trainer_paths
-
-    for key, value in trainer_paths().items():
-        monkeypatch.setenv(key, value)
-    merged = OmegaConf.merge(OmegaConf.structured(PPOConfig()), OmegaConf.load(path))  # verl/trainer/main.py
-    config = OmegaConf.to_object(merged)
-    assert config.worker.rollout.limit_images == 5
-    assert config.data.format_prompt == os.environ["SSRL_FORMAT_PROMPT"]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# (b) launch scripts and the verl overrides file
-
-
 def _code_lines(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -559,32 +540,6 @@ def _verl_config_dir() -> Path | None:
         if (candidate / "ppo_trainer.yaml").is_file():
             return candidate
     return None
-
-
-def test_verl_hydra_composes_the_overrides(built):
-    pytest.importorskip("hydra")
-    config_dir = _verl_config_dir()
-    if config_dir is None:
-        pytest.skip("verl (volcengine) is not installed; SSRL_VERL_CONFIG_DIR may point at verl/trainer/config")
-    from hydra import compose, initialize_config_dir
-
-    data, cwd, env = built
-    argv = _dry_run(VERL_SH, [str(data), "++data.mm_processor_kwargs.max_pixels=501760"], cwd, env)
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=argv[3:])
-    assert OmegaConf.select(cfg, "actor_rollout_ref.rollout.limit_images") == 5
-    assert OmegaConf.select(cfg, "reward.custom_reward_function.reward_kwargs.format_weight") == 0.1
-    assert OmegaConf.select(cfg, "reward.custom_reward_function.path").endswith("reward_fns/verl.py")
-    assert OmegaConf.select(cfg, "actor_rollout_ref.model.path") == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert OmegaConf.select(cfg, "data.mm_processor_kwargs.max_pixels") == 501760
-    assert len(OmegaConf.select(cfg, "data.train_files")) == 2
-    assert OmegaConf.select(cfg, "actor_rollout_ref.rollout.val_kwargs.top_p") == 0.95
-    OmegaConf.resolve(cfg)
-    assert cfg.actor_rollout_ref.rollout.prompt_length == 4096 and cfg.actor_rollout_ref.rollout.response_length == 2048
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# (c) ssrl paths from another working directory, (d) the format prompt
 
 
 def _ssrl_command() -> list[str]:
