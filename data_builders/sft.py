@@ -52,7 +52,11 @@ def reasoning(task: str, answer: str, meta: dict[str, Any]) -> str:
         for opt in meta["options"]:
             if opt["method"] == "true_crop":
                 continue
-            parts.append(f"{opt['letter']} {METHOD_WORDS.get(opt['method'], 'does not match the surroundings')}")
+            words = METHOD_WORDS.get(opt["method"], "does not match the surroundings")
+            if opt["method"] in ("rotate_cw", "rotate_ccw") and opt.get("shifted"):  # a window of its own, turned
+                turn = "clockwise" if opt["method"] == "rotate_cw" else "counter-clockwise"
+                words = f"is another part of the picture, turned 90 degrees {turn}"
+            parts.append(f"{opt['letter']} {words}")
         return (f"The missing square must continue the content around the hole at the same scale and orientation. "
                 f"{'; '.join(parts)}. Candidate {answer} continues every edge of the hole, so the answer is {answer}.")
     if task == "depth":

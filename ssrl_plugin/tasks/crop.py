@@ -2,31 +2,57 @@
 
 Image 1 is the source with a square hole (side ``s = min(H, W) * size_frac``, top-left uniform), filled black and
 outlined in red and white *inside* the hole, so the hole is unmistakable on dark and bright images alike and no
-context pixel is hidden. Images 2-5 are options A-D: the true crop and three distinct distractors drawn from five
-methods (weights ``distractor_weights``, 0.2 each in the paper):
+context pixel is hidden. Images 2-5 are options A-D: the true crop and three distinct distractors drawn from the
+paper's five methods (weights ``distractor_weights``, 0.2 each in the paper):
 
-- ``zoom_in``: the centre ``[s/4, 3s/4]`` of the crop;
-- ``context_0.25`` / ``context_0.5``: the crop with a margin of 0.25*s / 0.5*s on every side;
-- ``rotate_cw`` / ``rotate_ccw``: the true crop turned 90 degrees clockwise / counter-clockwise.
+- ``zoom_in``: a square at the centre of the crop, smaller than it (the paper: ``[s/4, 3s/4]``), i.e. magnified;
+- ``context_0.25`` / ``context_0.5``: the crop with a margin on every side (the paper: 0.25 s / 0.5 s), i.e. shrunk;
+- ``rotate_cw`` / ``rotate_ccw``: a square window turned 90 degrees clockwise / counter-clockwise.
 
-Shortcut cues of the reference scripts are removed:
+Every option is a square source window resampled by the SAME filter (Lanczos) to the SAME side, never upscaled.
 
-- every option (the true one included) is a square source window resampled by the SAME filter to the SAME side,
-  then blurred by the same light Gaussian. The side is the zoom window's side, so nothing is ever upscaled and no
-  option is blurrier or sharper because of its scale;
-- context windows that would cross the border are shifted inside the image, kept square and full size, never
-  clipped and stretched; a window larger than the image makes that method unavailable for the sample;
-- a distractor that looks like the true crop (rotation-symmetric content, self-similar texture) is dropped and
-  another method is drawn; with fewer than three usable distractors the sample is rejected.
+Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-only solver beats chance):
+
+- *Rotated twins.* In the paper a rotation is the true crop turned, so the true option is the one with a 90-degree
+  rotated twin among the options. Here (``rotate_window: shifted``) each rotation turns its own window, whose centre
+  is 0.25-0.75 s (Chebyshev) from the crop's and from the other rotation's, inside the image.
+- *The middle field of view.* With the paper's fixed scales the options see s/2, s, 1.5 s and 2 s of the picture,
+  so the true crop is always the middle one and any statistic that grows with the field of view (detail, contrast,
+  encoded size) finds it without a look at the hole. With ``scale_mode: balanced`` the four fields of view are four
+  independent log-uniform draws in a band of ratio ``scale_span`` (2, as the paper's zoom-to-context range around
+  the crop) at least ``scale_gap`` (1.2x) apart, and the crop is one of them at a uniformly random rank: zoom_in
+  takes a smaller one (any zoom factor), the contexts larger ones (any margin; context_0.25 the smaller of two),
+  the rotations any (their windows are larger or smaller than the crop). No option's place among the four is special.
+- *Native resolution.* A window shown at (nearly) its own resolution keeps the source's pixel noise and softness,
+  which shrinking removes, so sharpness would tell the scale. Every option is blurred by ``source_blur`` SOURCE
+  pixels (sigma / d option pixels for a window shrunk d times) on top of the common ``option_blur``: the same
+  optical softness at every field of view.
+- *Statistics of the stored options* (``equalize``). Brightness, grey contrast, sharpness (variance of the
+  Laplacian) and encoded byte size still depend on what a window contains (the crop sits inside the contexts and
+  around the zoom, so its numbers are the typical ones). Each option therefore gets a luma offset and gain (hits a
+  brightness and contrast target), a luma blur or unsharp mask (hits a sharpness target) and a chroma-only blur or
+  sharpening (hits a byte-size target, leaving the grey image alone), measured on the option as it will be stored
+  (``equalize_format`` / ``equalize_quality``: keep them equal to ``output.image_format`` / ``output.jpeg_quality``).
+  The targets are the mean of the four, each option drawing its own within +-``equalize_jitter`` (log scale;
+  brightness: 25x that in grey levels), so the small misses of the matching carry no information. The true crop
+  is edited like the others; geometry is never touched.
+- Context windows that would cross the border are shifted inside the image, kept square and full size, never
+  clipped and stretched; a window that does not fit makes that method unavailable for the sample.
+- A distractor that looks like the true crop (self-similar texture; with ``rotate_window: true`` rotation-symmetric
+  content) is dropped and another method set is drawn; with no usable set the sample is rejected.
+
+``scale_mode: paper``, ``rotate_window: true``, ``source_blur: 0``, ``equalize: false`` give the paper's
+construction (with the border fixes above), for comparison; ``ssrl audit`` fails it.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from ..core import Sample, Source
 from ..errors import Reject
@@ -36,8 +62,12 @@ from ..render import RED, WHITE
 LETTERS = ("A", "B", "C", "D")
 TRUE_METHOD = "true_crop"
 METHODS = ("zoom_in", "context_0.25", "context_0.5", "rotate_cw", "rotate_ccw")
-CONTEXT_MARGINS = {"context_0.25": 0.25, "context_0.5": 0.5}
+CONTEXT_MARGINS = {"context_0.25": 0.25, "context_0.5": 0.5}  # the paper's margins (scale_mode: paper)
+PAPER_FOV = {"zoom_in": 0.5, "context_0.25": 1.5, "context_0.5": 2.0, "rotate_cw": 1.0, "rotate_ccw": 1.0}
 ROTATIONS = {"rotate_cw": 90, "rotate_ccw": -90}  # degrees clockwise, as recorded in the metadata
+SCALE_MODES = ("balanced", "paper")
+ROTATE_WINDOWS = ("shifted", "true")
+ENCODINGS = ("jpeg", "png", "webp")
 HOLE_FILL = (0, 0, 0)
 
 QUESTION = (
@@ -55,15 +85,27 @@ def _default_weights() -> dict[str, float]:
 
 @dataclass
 class CropConfig(TaskConfig):
-    """Knobs of the crop task; defaults follow the paper where it says something."""
+    """Knobs of the crop task; defaults follow the paper where it says something and remove its shortcuts."""
 
     size_frac: float = 0.5  # hole side as a fraction of min(H, W)
     distractor_weights: dict[str, float] = field(default_factory=_default_weights)
-    max_option_side: int = 512  # cap on the option side (px); the side is otherwise the zoom window's side
+    max_option_side: int = 512  # cap on the option side (px); the side is otherwise the smallest window's side
     min_option_side: int = 32  # smaller options (tiny sources) are rejected
-    option_blur: float = 0.6  # Gaussian radius (option px) applied to every option: hides native-resolution softness
+    option_blur: float = 0.6  # Gaussian sigma (option px) applied to every option
+    source_blur: float = 1.0  # Gaussian sigma (SOURCE px) applied to every option: the same softness at every scale
     min_crop_std: float = 6.0  # grey-level std below which the crop counts as uniform
     min_distractor_diff: float = 8.0  # mean abs difference (0-255) a distractor needs from the true option
+    scale_mode: str = "balanced"  # "balanced": random fields of view, the crop's rank uniform; "paper": fixed scales
+    scale_span: float = 2.0  # balanced: the four fields of view lie within this ratio...
+    scale_gap: float = 1.2  # ...and at least this ratio apart
+    rotate_window: str = "shifted"  # "shifted": rotations turn windows of their own; "true": the crop (paper)
+    rotate_shift_min: float = 0.25  # offset of a rotation window's centre from the crop's (Chebyshev, units of s)
+    rotate_shift_max: float = 0.75
+    equalize: bool = True  # match brightness, contrast, sharpness and stored size across the four options
+    equalize_format: str = "jpeg"  # the encoding the options are stored with (output.image_format)
+    equalize_quality: int = 95  # and its quality (output.jpeg_quality)
+    equalize_jitter: float = 0.05  # each option's own target: +-5 % (log) around the common one (brightness +-1.25)
+    equalize_tol: float = 0.01  # matching tolerance (log scale; brightness: 25x that in grey levels)
 
     def validate(self) -> None:
         key = "task.crop"
@@ -82,12 +124,44 @@ class CropConfig(TaskConfig):
             f"must be >= min_option_side ({self.min_option_side}), got {self.max_option_side}",
         )
         check(0 <= self.option_blur <= 3, f"{key}.option_blur", f"must be in [0, 3], got {self.option_blur}")
+        check(0 <= self.source_blur <= 4, f"{key}.source_blur", f"must be in [0, 4], got {self.source_blur}")
         check(0 <= self.min_crop_std < 128, f"{key}.min_crop_std", f"must be in [0, 128), got {self.min_crop_std}")
         check(
             0 <= self.min_distractor_diff < 128,
             f"{key}.min_distractor_diff",
             f"must be in [0, 128), got {self.min_distractor_diff}",
         )
+        check(self.scale_mode in SCALE_MODES, f"{key}.scale_mode", f"must be one of {list(SCALE_MODES)}, got {self.scale_mode!r}")
+        check(1.05 <= self.scale_gap <= 2, f"{key}.scale_gap", f"must be in [1.05, 2], got {self.scale_gap}")
+        check(
+            self.scale_gap**3 < self.scale_span <= 4,
+            f"{key}.scale_span",
+            f"must be in (scale_gap^3 = {self.scale_gap**3:.3g}, 4] (four fields of view, three gaps), got {self.scale_span}",
+        )
+        check(
+            self.rotate_window in ROTATE_WINDOWS,
+            f"{key}.rotate_window",
+            f"must be one of {list(ROTATE_WINDOWS)}, got {self.rotate_window!r}",
+        )
+        check(
+            not (self.rotate_window == "true" and self.scale_mode == "balanced"),
+            f"{key}.rotate_window",
+            "'true' (turn the crop itself) needs scale_mode 'paper': balanced rotations have their own fields of view",
+        )
+        check(0 < self.rotate_shift_min <= 1, f"{key}.rotate_shift_min", f"must be in (0, 1], got {self.rotate_shift_min}")
+        check(
+            self.rotate_shift_min <= self.rotate_shift_max <= 2,
+            f"{key}.rotate_shift_max",
+            f"must be in [rotate_shift_min ({self.rotate_shift_min}), 2], got {self.rotate_shift_max}",
+        )
+        check(
+            self.equalize_format in ENCODINGS,
+            f"{key}.equalize_format",
+            f"must be one of {list(ENCODINGS)}, got {self.equalize_format!r}",
+        )
+        check(1 <= self.equalize_quality <= 100, f"{key}.equalize_quality", f"must be in [1, 100], got {self.equalize_quality}")
+        check(0 <= self.equalize_jitter <= 0.2, f"{key}.equalize_jitter", f"must be in [0, 0.2], got {self.equalize_jitter}")
+        check(0.001 <= self.equalize_tol <= 0.05, f"{key}.equalize_tol", f"must be in [0.001, 0.05], got {self.equalize_tol}")
 
 
 Box = tuple[int, int, int, int]
@@ -96,10 +170,12 @@ Box = tuple[int, int, int, int]
 @dataclass
 class _Option:
     method: str
-    window: Box  # square source window (for rotations: the true crop's window)
+    window: Box  # square source window (rotations: the window that was turned)
     rotation: int  # degrees clockwise
-    shifted: bool  # context window moved inside the image
-    image: Image.Image
+    shifted: bool  # context window moved inside the image / rotation of a window other than the crop
+    image: np.ndarray  # uint8 RGB, side x side: the option as shown
+    fov: float  # window side / crop side
+    equalize: dict[str, Any] | None = None
 
 
 def _hole_widths(side: int) -> int:
@@ -107,11 +183,13 @@ def _hole_widths(side: int) -> int:
     return max(1, int(round(side / 80)))
 
 
-def _zoom_window(box: Box) -> Box:
-    """Centre [s/4, 3s/4] of the crop, symmetric in integer pixels."""
+def _zoom_window(box: Box, fov: float | None = None) -> Box:
+    """A centred square of side ``fov * s`` (the paper, fov None: the centre [s/4, 3s/4], symmetric in pixels)."""
     x0, y0, x1, y1 = box
-    q = (x1 - x0) // 4
-    return (x0 + q, y0 + q, x1 - q, y1 - q)
+    s = x1 - x0
+    q = s // 4 if fov is None else (s - max(1, int(round(fov * s)))) // 2
+    n = s - 2 * q if fov is None else max(1, int(round(fov * s)))
+    return (x0 + q, y0 + q, x0 + q + n, y0 + q + n)
 
 
 def _context_window(box: Box, frac: float, width: int, height: int) -> tuple[Box, bool] | None:
@@ -127,6 +205,302 @@ def _context_window(box: Box, frac: float, width: int, height: int) -> tuple[Box
     return (wx0, wy0, wx0 + side, wy0 + side), (wx0, wy0) != (x0 - m, y0 - m)
 
 
+def _draw_fovs(rng: np.random.Generator, span: float, gap: float) -> tuple[int, list[float]]:
+    """Four log fields of view i.i.d. uniform in a band of ratio ``span`` given gaps of at least ``gap`` (uniform
+    order statistics plus the gaps), the crop's one at a uniform rank. Returns (rank, the three distractors' fields
+    of view relative to the crop's, ascending): exchangeable, so no option's place among the four is special."""
+    g = np.log(gap)
+    u = np.sort(rng.uniform(0.0, np.log(span) - 3 * g, size=4)) + g * np.arange(4)
+    rank = int(rng.integers(4))
+    return rank, [float(np.exp(v - u[rank])) for i, v in enumerate(u) if i != rank]
+
+
+def _rotation_windows(box: Box, width: int, height: int, fov: float, lo_frac: float, hi_frac: float,
+                      rng: np.random.Generator, taken: list[Box]) -> list[Box]:
+    """Square windows of side ``fov * s`` whose centre is a Chebyshev distance in [lo, hi] * s from the crop's centre
+    and at least lo * s from the centre of every window in ``taken``, inside the image: 32 uniform draws (a fixed
+    number, so the rng stays in step), the valid ones in draw order."""
+    x0, y0, x1, _ = box
+    s = x1 - x0
+    n = max(1, int(round(fov * s)))
+    off = rng.uniform(-hi_frac * s, hi_frac * s, size=(2, 32))
+    wx = np.rint(x0 + (s - n) / 2 + off[0]).astype(np.int64)
+    wy = np.rint(y0 + (s - n) / 2 + off[1]).astype(np.int64)
+    ok = (wx >= 0) & (wy >= 0) & (wx + n <= width) & (wy + n <= height)
+    for tx0, ty0, tx1, _ in [box] + taken:
+        tn = tx1 - tx0
+        dist = np.maximum(np.abs(wx + n / 2 - tx0 - tn / 2), np.abs(wy + n / 2 - ty0 - tn / 2))
+        ok &= dist >= lo_frac * s - 1e-9
+    ok &= np.maximum(np.abs(wx + n / 2 - x0 - s / 2), np.abs(wy + n / 2 - y0 - s / 2)) <= hi_frac * s + 1
+    return [(int(a), int(b), int(a) + n, int(b) + n) for a, b in zip(wx[ok], wy[ok])]
+
+
+# ------------------------------------------------------------------------------------------------ pixel operations
+# JPEG's full-range BT.601 luma/chroma, offsets dropped (everything done to the planes is linear). Luma is exactly
+# the grey of the audit (0.299 R + 0.587 G + 0.114 B), so chroma edits leave the grey image alone.
+_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_CHROMA_TO_RGB = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])  # R, G, B from (Cb, Cr)
+_GREY = _YCC[0]
+
+
+def _mix(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``x @ m.T`` over the last axis, written out as elementwise sums: matrix products go through BLAS, whose
+    rounding can change with its thread count (worker processes must give the same bytes as the main one)."""
+    out = [sum(x[..., j] * float(row[j]) for j in range(x.shape[-1]) if row[j] != 0.0) for row in np.atleast_2d(m)]
+    return out[0] if np.ndim(m) == 1 else np.stack(out, axis=-1)
+
+
+def _taps(var: float) -> np.ndarray:
+    """Sampled Gaussian of variance ``var``, rounded to integers before normalising (the same taps on any machine)."""
+    r = max(1, int(np.ceil(4.0 * np.sqrt(var))))
+    j = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.round(np.exp(-j * j / (2.0 * var)) * 2.0**30)
+    return k / k.sum()
+
+
+def smooth(x: np.ndarray, var: float) -> np.ndarray:
+    """Separable Gaussian blur (variance ``var`` px^2) of an (N, M) or (N, M, C) float array, mirrored borders.
+
+    Continuous in ``var`` (Pillow's GaussianBlur jumps where its box sizes change, which would single out whichever
+    option always gets the same radius)."""
+    if var < 1e-4:
+        return x
+    k = _taps(var)
+    for axis in (0, 1):
+        n = x.shape[axis]
+        r = min(len(k) // 2, n - 1)
+        kk = k[len(k) // 2 - r : len(k) // 2 + r + 1]
+        kk = kk / kk.sum()
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (r, r)
+        p = np.moveaxis(np.pad(x, pad, mode="symmetric"), axis, 0)
+        out = kk[0] * p[:n]
+        for j in range(1, len(kk)):
+            out += kk[j] * p[j : j + n]
+        x = np.moveaxis(out, 0, axis)
+    return x
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def laplacian_var(grey: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian over the interior (the audit's sharpness)."""
+    g = grey.astype(np.float64)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def stored_stats(img: np.ndarray, fmt: str = "jpeg", quality: int = 95, pixels: bool = True) -> np.ndarray:
+    """[mean grey, log grey std, log Laplacian variance, log encoded bytes] of an option as it will be stored
+    (``pixels=False``: only the byte size is computed, the rest is NaN)."""
+    from ..imaging import decode_image, encode_image
+
+    data = encode_image(Image.fromarray(img), fmt, quality)
+    if not pixels:
+        return np.array([np.nan, np.nan, np.nan, np.log(len(data))])
+    a = np.asarray(decode_image(data)) if fmt == "jpeg" else img
+    g = _mix(a.astype(np.float64), _GREY)
+    return np.array([g.mean(), np.log(max(g.std(), 1e-6)), np.log(max(laplacian_var(g), 1e-6)), np.log(len(data))])
+
+
+# ------------------------------------------------------------------------------------------ statistics equalisation
+LUMA_RANGE = (-2.0, 1.0)  # detail knob k: k < 0 unsharp mask of amount -k, 0 <= k <= 1 a mix k of a blurred plane
+CHROMA_RANGE = (-4.0, 1.0)
+LUMA_BLUR_VAR = 4.0  # the blurred planes (variance, px^2)
+CHROMA_BOX = 4  # chroma: two passes of a 9-wide box (variance 13.3 px^2)
+MAX_STEPS = 6  # measurements per option after the first
+# Starting slopes (d log stat / d knob) of the Newton search, per side of the knobs (k < 0, k >= 0), measured on the
+# demo corpus; Broyden updates refine them per option.
+LUMA_SLOPE = (-0.8, -1.8)  # log sharpness per luma knob
+CHROMA_SLOPE = (-0.05, -0.12)  # log bytes per chroma knob
+LUMA_BYTES_SLOPE = -0.07  # log bytes per luma knob
+
+
+def _box2(x: np.ndarray, r: int) -> np.ndarray:
+    """Two passes of a (2r+1)-wide box blur along both axes (running sums, mirrored borders): a fixed smoothing
+    (variance 2 r (r + 1) / 3 px^2) whose cost does not grow with its width."""
+    for axis in (0, 1):
+        n = x.shape[axis]
+        for _ in range(2):
+            pad = [(0, 0)] * x.ndim
+            pad[axis] = (r + 1, r)
+            c = np.cumsum(np.pad(x, pad, mode="symmetric"), axis=axis)
+            hi = c[2 * r + 1 : 2 * r + 1 + n] if axis == 0 else c[:, 2 * r + 1 : 2 * r + 1 + n]
+            lo = c[:n] if axis == 0 else c[:, :n]
+            x = (hi - lo) / (2 * r + 1)
+    return x
+
+
+def _high(x: np.ndarray) -> np.ndarray:
+    """x minus its [1, 2, 1] / 4 binomial blur (both axes, mirrored borders): the unsharp mask's detail."""
+    b = x
+    for axis in (0, 1):
+        n = b.shape[axis]
+        pad = [(0, 0)] * b.ndim
+        pad[axis] = (1, 1)
+        p = np.pad(b, pad, mode="symmetric")
+        b = (p[:n] + 2 * p[1 : n + 1] + p[2:]) / 4 if axis == 0 else (p[:, :n] + 2 * p[:, 1 : n + 1] + p[:, 2:]) / 4
+    return x - b
+
+
+class _Equalizer:
+    """One option with its four knobs: luma offset and gain (aimed at brightness and contrast targets, the aim
+    corrected after each measurement for what encoding does to them), a luma detail knob (sharpness) and a chroma
+    detail knob (byte size; the grey image does not see chroma). A detail knob k moves a plane x to
+    x + k (blur(x) - x) for k >= 0 and x - k (x - blur_1(x)) for k < 0 (an unsharp mask): linear on each side."""
+
+    def __init__(self, img: np.ndarray, fmt: str, quality: int):
+        ycc = _mix(img.astype(np.float64), _YCC)
+        y, c = ycc[..., 0], ycc[..., 1:]
+        f32 = np.float32  # renders in single precision: plenty for 8-bit output, and twice as fast
+        self.y, self.y_low, self.y_high = y.astype(f32), (smooth(y, LUMA_BLUR_VAR) - y).astype(f32), _high(y).astype(f32)
+        to_rgb = _CHROMA_TO_RGB  # chroma planes -> their share of R, G, B (linear, so the knob acts on that)
+        self.c = _mix(c, to_rgb).astype(f32)
+        self.c_low = _mix(_box2(c, CHROMA_BOX) - c, to_rgb).astype(f32)
+        self.c_high = _mix(_high(c), to_rgb).astype(f32)
+        self.fmt, self.quality = fmt, quality
+        self.target = np.zeros(4)
+        self.fix = np.zeros(2)
+        self.gain, self.offset = 1.0, 0.0
+        self.knobs = [0.0, 0.0]  # luma, chroma
+        self.measurements = 0
+
+    def render(self, k: list[float], photometric: bool = True) -> np.ndarray:
+        y = self.y + np.float32(k[0]) * self.y_low if k[0] >= 0 else self.y - np.float32(k[0]) * self.y_high
+        if photometric:
+            m, s = float(y.mean(dtype=np.float64)), float(y.std(dtype=np.float64))
+            self.gain = float(np.exp(self.target[1] + self.fix[1])) / max(s, 1e-6)
+            self.offset = float(self.target[0] + self.fix[0]) - m
+            y = (y - np.float32(m)) * np.float32(self.gain) + np.float32(m + self.offset)
+        c = self.c + np.float32(k[1]) * self.c_low if k[1] >= 0 else self.c - np.float32(k[1]) * self.c_high
+        return _to_uint8(y[..., None] + c)
+
+    def measure(self, k: list[float], photometric: bool = True, pixels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        img = self.render(k, photometric)
+        st = stored_stats(img, self.fmt, self.quality, pixels)
+        self.measurements += 1
+        if photometric and pixels:  # brightness and contrast move a little in encoding: aim the next render past that
+            self.fix += self.target[:2] - st[:2]
+        return img, st
+
+
+def _search(eq: _Equalizer, which: int, tols: np.ndarray, start: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Turn one detail knob (0: luma, aimed at sharpness, measuring everything; 1: chroma, aimed at the byte size,
+    measuring only that) until its stat is within tolerance of the option's target, brightness and contrast too for
+    the luma knob: secant steps from a typical slope, regula falsi (Illinois) once the root is bracketed, at most
+    MAX_STEPS measurements. Returns the best (image, stats); the knob is left where they were made."""
+    stat = 2 + which
+    checked = [0, 1, 2] if which == 0 else [3]
+    bounds = LUMA_RANGE if which == 0 else CHROMA_RANGE
+    slopes = LUMA_SLOPE if which == 0 else CHROMA_SLOPE
+
+    def miss(st: np.ndarray) -> float:
+        return float(np.max(np.abs(st[checked] - eq.target[checked]) / tols[checked]))
+
+    img, st = start
+    k = eq.knobs[which]
+    best = (miss(st), k, img, st)
+    pos: list[float] | None = None  # [knob, error > 0]: the knob must grow
+    neg: list[float] | None = None
+    prev: tuple[float, float] | None = None
+    last = 0
+    for _ in range(MAX_STEPS):
+        if best[0] <= 1.0:
+            break
+        h = float(st[stat] - eq.target[stat])
+        side = 1 if h > 0 else -1
+        if side > 0:
+            pos = [k, h]
+        else:
+            neg = [k, h]
+        if pos and neg:
+            if side == last:  # Illinois: the same end moved twice in a row, halve the other end's weight
+                (neg if side > 0 else pos)[1] /= 2
+            k_new = pos[0] + pos[1] * (neg[0] - pos[0]) / (pos[1] - neg[1])
+        elif abs(h) <= tols[stat]:
+            k_new = k  # only brightness / contrast missed: measure again with the corrected aim
+        else:
+            slope = slopes[int(k >= 0)]
+            if prev is not None and prev[0] != k:
+                measured = (h - prev[1]) / (k - prev[0])
+                if slope * 4 <= measured <= slope / 4:  # a plausible secant slope
+                    slope = measured
+            k_new = k - float(np.clip(h / slope, -1.5, 1.5))
+        k_new = float(np.clip(k_new, *bounds))
+        if k_new == k and abs(h) > tols[stat]:
+            break  # the knob is at the end of its range: the target cannot be reached
+        prev, last, k = (k, h), side, k_new
+        eq.knobs[which] = k
+        img, st_new = eq.measure(eq.knobs, pixels=which == 0)
+        st = st_new if which == 0 else np.concatenate([st[:3], st_new[3:]])
+        if miss(st) < best[0]:
+            best = (miss(st), k, img, st)
+    eq.knobs[which] = best[1]
+    return best[2], best[3]
+
+
+def equalize_options(images: list[np.ndarray], rng: np.random.Generator, fmt: str, quality: int, jitter: float,
+                     tol: float) -> tuple[list[np.ndarray], list[dict[str, Any]], dict[str, Any]]:
+    """Give the options the same brightness, contrast, sharpness and stored byte size, each within its own target.
+
+    1. each option is measured as it will be stored; the common target is the mean of the four (log scale for
+       contrast, sharpness and size);
+    2. each option draws its own target uniformly within +-``jitter`` of it (brightness: +-25 * jitter grey levels),
+       so the small misses of the matching are random and say nothing about which option is which;
+    3. luma offset and gain hit brightness and contrast; the luma detail knob (sharpness) and the chroma detail
+       knob (byte size) are searched together.
+    """
+    eqs = [_Equalizer(img, fmt, quality) for img in images]
+    jit = rng.uniform(-1.0, 1.0, size=(len(images), 4)) * np.array([25.0 * jitter, jitter, jitter, jitter])
+    tols = np.array([25.0 * tol, tol, tol, tol])
+    common = np.mean([eq.measure([0.0, 0.0], photometric=False)[1] for eq in eqs], axis=0)
+    done = []
+    for eq, j in zip(eqs, jit):  # luma: brightness, contrast, sharpness
+        eq.target = common + j
+        done.append(_search(eq, 0, tols, eq.measure(eq.knobs)))
+    # the size target once sharpness is matched: the mean, moved into the range every option can reach with its
+    # chroma knob (if there is one; else halfway between the closest ends), with room for the jitter
+    ends = np.array([[eq.measure([eq.knobs[0], b], pixels=False)[1][3] for b in CHROMA_RANGE] for eq in eqs])
+    lo, hi = float(ends[:, 1].max()) + jitter, float(ends[:, 0].min()) - jitter
+    mean = float(np.mean([st[3] for _, st in done]))
+    common[3] = min(max(mean, lo), hi) if lo <= hi else (lo + hi) / 2
+    images_out, records = [], []
+    for eq, j, (img, st) in zip(eqs, jit, done):  # chroma: byte size; then what the chroma edit did to the grey
+        eq.target[3] = common[3] + j[3]
+        img, st = _search(eq, 1, tols, (img, st))
+        if eq.knobs[1] != 0.0:
+            img, st = eq.measure(eq.knobs)
+            if abs(st[2] - eq.target[2]) > tols[2]:
+                img, st = _search(eq, 0, tols, (img, st))
+        images_out.append(img)
+        records.append({
+            "luma_offset": round(eq.offset, 3),
+            "luma_gain": round(eq.gain, 4),
+            "luma_detail": round(float(eq.knobs[0]), 4),
+            "chroma_detail": round(float(eq.knobs[1]), 4),
+            "stored": [round(float(st[0]), 3), round(float(np.exp(st[1])), 3), round(float(np.exp(st[2])), 3),
+                       int(round(float(np.exp(st[3]))))],
+            "target": [round(float(eq.target[0]), 3), round(float(np.exp(eq.target[1])), 3),
+                       round(float(np.exp(eq.target[2])), 3), int(round(float(np.exp(eq.target[3]))))],
+            "matched": bool(np.all(np.abs(st - eq.target) <= tols)),
+            "encodes": eq.measurements,
+        })
+    summary = {
+        "stored_as": f"{fmt} q{quality}" if fmt == "jpeg" else fmt,
+        "stats": ["mean grey", "grey std", "laplacian variance", "bytes"],
+        "common_target": [round(float(common[0]), 3), round(float(np.exp(common[1])), 3),
+                          round(float(np.exp(common[2])), 3), int(round(float(np.exp(common[3]))))],
+        "jitter": jitter,
+        "tol": tol,
+        "knobs": "detail k: k < 0 unsharp mask of amount -k, 0 <= k <= 1 a mix k of a blurred plane",
+        "all_matched": all(r["matched"] for r in records),
+    }
+    return images_out, records, summary
+
+
+# ------------------------------------------------------------------------------------------------------- the task
 @register_task
 class CropTask(Task):
     name = "crop"
@@ -145,38 +519,75 @@ class CropTask(Task):
 
     # ------------------------------------------------------------------ generation
 
-    def _render(self, src: Image.Image, window: Box, side: int) -> Image.Image:
-        """The one resampling path every option takes: window -> side x side (Lanczos), then a common blur."""
-        out = src.resize((side, side), Image.LANCZOS, box=window)
-        if self.config.option_blur > 0:
-            out = out.filter(ImageFilter.GaussianBlur(self.config.option_blur))
-        return out
-
-    def _method_order(self, rng: np.random.Generator) -> list[str]:
-        """All methods with positive weight, in a weighted random order (sequential sampling without replacement)."""
-        names = [m for m in METHODS if self.config.distractor_weights.get(m, 0) > 0]
-        w = np.array([self.config.distractor_weights[m] for m in names], np.float64)
-        order = rng.choice(len(names), size=len(names), replace=False, p=w / w.sum())
-        return [names[int(i)] for i in order]
-
-    def _distractor(self, method: str, src: Image.Image, box: Box, true: _Option, side: int) -> _Option | str:
-        """Build one distractor, or return why the method is unusable for this sample."""
-        if method in ROTATIONS:
+    def _render(self, src: Image.Image, window: Box, side: int, rotation: int = 0) -> np.ndarray:
+        """The one resampling path every option takes: window -> side x side (Lanczos), turned ``rotation`` degrees
+        clockwise, blurred by option_blur (option px) and source_blur (source px, i.e. / the shrink factor)."""
+        img = src.resize((side, side), Image.LANCZOS, box=window)
+        if rotation:
             # Image.ROTATE_270 turns counter-clockwise by 270 = clockwise by 90.
-            op = Image.Transpose.ROTATE_270 if ROTATIONS[method] == 90 else Image.Transpose.ROTATE_90
-            opt = _Option(method, box, ROTATIONS[method], False, true.image.transpose(op))
-        elif method == "zoom_in":
-            opt = _Option(method, _zoom_window(box), 0, False, self._render(src, _zoom_window(box), side))
+            img = img.transpose(Image.Transpose.ROTATE_270 if rotation == 90 else Image.Transpose.ROTATE_90)
+        shrink = (window[2] - window[0]) / side
+        var = self.config.option_blur**2 + (self.config.source_blur / shrink) ** 2
+        return _to_uint8(smooth(np.asarray(img, np.float64), var))
+
+    def _plans(self, fovs: list[float] | None) -> list[tuple[tuple[tuple[str, float], ...], float]]:
+        """Every way to give three distinct methods the fields of view ``fovs`` (ascending; None: the paper's),
+        zoom_in one below 1, contexts ones above 1 (context_0.25 the smaller), rotations any, with its weight: the
+        product of the method weights, shared equally by the ways of one method set."""
+        w = self.config.distractor_weights
+        names = [m for m in METHODS if w.get(m, 0) > 0]
+        plans = []
+        for combo in itertools.combinations(names, 3):
+            weight = float(np.prod([w[m] for m in combo]))
+            if fovs is None:
+                plans.append((tuple((m, PAPER_FOV[m]) for m in combo), weight))
+                continue
+            ways = set()
+            for perm in itertools.permutations(fovs):
+                got = dict(zip(combo, perm))
+                if got.get("zoom_in", 0.0) >= 1 or any(got[m] <= 1 for m in CONTEXT_MARGINS if m in got):
+                    continue
+                if got.get("context_0.25", 0.0) > got.get("context_0.5", np.inf):
+                    continue
+                ways.add(tuple(zip(combo, perm)))
+            plans += [(way, weight / len(ways)) for way in sorted(ways)]
+        return plans
+
+    def _too_similar(self, img: np.ndarray, true: _Option) -> str | None:
+        diff = float(np.abs(img.astype(np.float32) - true.image.astype(np.float32)).mean())
+        if diff < self.config.min_distractor_diff:
+            return f"too_similar_to_true_crop (mean abs diff {diff:.1f})"
+        return None
+
+    def _distractor(self, method: str, fov: float, src: Image.Image, box: Box, true: _Option, side: int,
+                    rng: np.random.Generator, taken: list[Box]) -> _Option | str:
+        """Build one distractor, or return why the method is unusable for this sample."""
+        cfg = self.config
+        paper = cfg.scale_mode == "paper"
+        if method in ROTATIONS:
+            rot = ROTATIONS[method]
+            if cfg.rotate_window == "true":
+                img = np.rot90(true.image, k=-rot // 90).copy()
+                return self._too_similar(img, true) or _Option(method, box, rot, False, img, 1.0)
+            why = "no_room_for_rotation_window"
+            for window in _rotation_windows(box, src.width, src.height, fov, cfg.rotate_shift_min,
+                                            cfg.rotate_shift_max, rng, taken)[:4]:
+                img = self._render(src, window, side, rot)
+                why = self._too_similar(img, true) or ""
+                if not why:
+                    taken.append(window)
+                    return _Option(method, window, rot, True, img, (window[2] - window[0]) / (box[2] - box[0]))
+            return why
+        if method == "zoom_in":
+            window, shifted = _zoom_window(box, None if paper else fov), False
         else:
-            fit = _context_window(box, CONTEXT_MARGINS[method], src.width, src.height)
+            fit = _context_window(box, CONTEXT_MARGINS[method] if paper else (fov - 1) / 2, src.width, src.height)
             if fit is None:
                 return "window_larger_than_image"
             window, shifted = fit
-            opt = _Option(method, window, 0, shifted, self._render(src, window, side))
-        diff = float(np.abs(np.asarray(opt.image, np.float32) - np.asarray(true.image, np.float32)).mean())
-        if diff < self.config.min_distractor_diff:
-            return f"too_similar_to_true_crop (mean abs diff {diff:.1f})"
-        return opt
+        img = self._render(src, window, side)
+        return self._too_similar(img, true) or _Option(method, window, 0, shifted, img,
+                                                      (window[2] - window[0]) / (box[2] - box[0]))
 
     def _hole_image(self, src: Image.Image, box: Box) -> tuple[Image.Image, dict[str, Any]]:
         """The source with the crop filled black and a two-tone outline drawn just inside the hole's edge."""
@@ -199,10 +610,11 @@ class CropTask(Task):
         if not 0 <= slot < self.num_slots:
             raise ValueError(f"crop: slot must be in range({self.num_slots}), got {slot}")
         cfg = self.config
+        paper = cfg.scale_mode == "paper"
         h, w = source.height, source.width
         s = int(min(h, w) * cfg.size_frac)  # floor: a 2s context window always fits when size_frac = 0.5
-        zoom_side = s - 2 * (s // 4)
-        side = min(zoom_side, cfg.max_option_side)
+        smallest = s - 2 * (s // 4) if paper else int(s / cfg.scale_span)  # the smallest window any option can have
+        side = min(smallest, cfg.max_option_side)
         if side < cfg.min_option_side:
             raise Reject("crop/source_too_small", f"{w}x{h}: option side {side} < {cfg.min_option_side}")
 
@@ -210,37 +622,66 @@ class CropTask(Task):
         y0 = int(rng.integers(0, h - s + 1))
         box: Box = (x0, y0, x0 + s, y0 + s)
         crop = source.rgb[y0 : y0 + s, x0 : x0 + s].astype(np.float32)
-        grey_std = float((crop @ np.array([0.299, 0.587, 0.114], np.float32)).std())
+        grey_std = float(_mix(crop, _GREY.astype(np.float32)).std())
         if grey_std < cfg.min_crop_std:
             raise Reject("crop/uniform_crop", f"grey std {grey_std:.1f} < {cfg.min_crop_std}")
 
         src = source.image()
-        true = _Option(TRUE_METHOD, box, 0, False, self._render(src, box, side))
+        true = _Option(TRUE_METHOD, box, 0, False, self._render(src, box, side), 1.0)
+        rank, fovs = None, None
+        plans = self._plans(None) if paper else []
+        for _ in range(0 if paper else 16):  # weights that leave some rank without a method set: draw again
+            rank, fovs = _draw_fovs(rng, cfg.scale_span, cfg.scale_gap)
+            plans = self._plans(fovs)
+            if plans:
+                break
+        if not plans:
+            raise Reject("crop/too_few_distractors", "no method set with positive weight fits the fields of view")
+        unavailable: list[list[Any]] = []
+        failed: set[tuple[str, float]] = set()
         distractors: list[_Option] = []
-        unavailable: list[list[str]] = []
-        for method in self._method_order(rng):
+        while plans:
+            weights = np.array([p[1] for p in plans])
+            way = plans[int(rng.choice(len(plans), p=weights / weights.sum()))][0]
+            distractors, taken = [], []  # taken: the windows of this set's rotations so far
+            for method, fov in way:
+                got = self._distractor(method, fov, src, box, true, side, rng, taken)
+                if isinstance(got, str):
+                    unavailable.append([method, got] if paper else [method, round(fov, 4), got])
+                    failed.add((method, fov))
+                    break
+                distractors.append(got)
             if len(distractors) == 3:
                 break
-            got = self._distractor(method, src, box, true, side)
-            if isinstance(got, str):
-                unavailable.append([method, got])
-            else:
-                distractors.append(got)
+            plans = [p for p in plans if not failed & set(p[0])]
         if len(distractors) < 3:
-            raise Reject("crop/too_few_distractors", "; ".join(f"{m}: {why}" for m, why in unavailable))
+            raise Reject("crop/too_few_distractors", "; ".join(f"{u[0]}: {u[-1]}" for u in unavailable))
+
+        summary = None
+        if cfg.equalize:
+            opts = [true] + distractors
+            images, records, summary = equalize_options(
+                [o.image for o in opts], rng, cfg.equalize_format, cfg.equalize_quality, cfg.equalize_jitter,
+                cfg.equalize_tol)
+            for o, img, rec in zip(opts, images, records):
+                o.image, o.equalize = img, rec
 
         order = [distractors[int(i)] for i in rng.permutation(3)]
         order.insert(slot, true)
         hole_img, hole = self._hole_image(src, box)
         answer = LETTERS[slot]
+        blur = f"gaussian sigma {cfg.option_blur} option px and {cfg.source_blur} source px"
         metadata = {
             "crop_box": list(box),
             "crop_side": s,
             "source_size": [w, h],
             "hole": hole,
             "option_side": side,
-            "option_resample": f"lanczos box resize, then gaussian blur radius {cfg.option_blur}",
+            "option_resample": "lanczos box resize, then " + blur + (", then equalisation (see 'equalize')" if summary else ""),
             "rotation_convention": "degrees clockwise",
+            "scale_mode": cfg.scale_mode,
+            "rotate_window": cfg.rotate_window,
+            "field_of_view_rank": rank,  # how many options see less of the picture than the true crop
             "options": [
                 {
                     "letter": letter,
@@ -248,17 +689,21 @@ class CropTask(Task):
                     "window": list(o.window),
                     "rotation": o.rotation,
                     "shifted": o.shifted,
+                    "field_of_view": round(o.fov, 4),
+                    **({"equalize": o.equalize} if o.equalize else {}),
                 }
                 for letter, o in zip(LETTERS, order)
             ],
             "answer_index": slot,
             "unavailable_methods": unavailable,
         }
+        if summary:
+            metadata["equalize"] = summary
         return Sample(
             task=self.name,
             variant=self.name,
             question=QUESTION,
-            images=[hole_img] + [o.image for o in order],
+            images=[hole_img] + [Image.fromarray(o.image) for o in order],
             answer=answer,
             metadata=metadata,
             options={letter: o.method for letter, o in zip(LETTERS, order)},
@@ -269,8 +714,9 @@ class CropTask(Task):
     def verify(self, images: list[Image.Image], answer: str, metadata: dict, source: Source | None) -> list[str]:
         """Re-derive the answer by matching every option against plainly resampled source windows.
 
-        Independent of ``generate``: bilinear resampling (no blur) and ``np.rot90`` instead of Lanczos + blur and
-        PIL transposes; distances are relative (best match), so JPEG q95 storage does not matter.
+        Independent of ``generate``: bilinear resampling, ``np.rot90`` and block averages of contrast-normalised grey
+        instead of Lanczos, blurs, Pillow transposes and the equalisation; distances are relative (best match), so
+        the equalisation's small edits and JPEG storage do not matter.
         """
         if source is None:
             return ["source unavailable: cannot re-derive the crop answer"]
@@ -298,33 +744,98 @@ class CropTask(Task):
             problems.append(f"true crop listed at options {truth}, answer is {answer}")
 
         problems += _check_hole(images[0], box, source)
-        arrays = []
+        sigs = []
         for letter, img in zip(LETTERS, images[1:]):
             if img.size != (side, side):
                 problems.append(f"option {letter} is {img.size}, expected {side}x{side}")
                 return problems
-            arrays.append(np.asarray(img.convert("RGB"), np.float32))
+            sigs.append(_signature(np.asarray(img.convert("RGB"), np.float64)))
 
-        ref_true = _reference(source, box, 0, side)
-        d_true = [float(np.abs(a - ref_true).mean()) for a in arrays]
+        ref_true = _signature(_reference(source, box, 0, side))
+        d_true = [float(np.abs(g - ref_true).mean()) for g in sigs]
         best = int(np.argmin(d_true))
         if LETTERS[best] != answer:
-            problems.append(f"option {LETTERS[best]} matches the crop best (distances {np.round(d_true, 1).tolist()}), answer is {answer}")
+            problems.append(f"option {LETTERS[best]} matches the crop best (distances {np.round(d_true, 3).tolist()}), answer is {answer}")
 
+        problems += self._check_scales(metadata, opts, box)
         for i, o in enumerate(opts):
             if o.get("method") == TRUE_METHOD:
                 if list(o.get("window", [])) != list(box) or o.get("rotation") != 0:
                     problems.append(f"option {o['letter']}: true crop must use crop_box without rotation")
                 continue
-            problems += _check_distractor_geometry(o, box, w, h)
-            window = tuple(int(v) for v in o.get("window", box))
-            ref = _reference(source, window, int(o.get("rotation", 0)), side)
-            d_own = float(np.abs(arrays[i] - ref).mean())
+            geometry = self._check_geometry(o, box, w, h, metadata)
+            problems += geometry
+            if geometry:
+                continue
+            ref = _signature(_reference(source, tuple(int(v) for v in o["window"]), int(o.get("rotation", 0)), side))
+            d_own = float(np.abs(sigs[i] - ref).mean())
             if not d_own < d_true[i]:
                 problems.append(
                     f"option {o['letter']} ({o.get('method')}): matches its construction no better than the true crop "
-                    f"({d_own:.1f} vs {d_true[i]:.1f})"
+                    f"({d_own:.3f} vs {d_true[i]:.3f})"
                 )
+        return problems
+
+    def _check_scales(self, metadata: dict, opts: list[dict], box: tuple[int, ...]) -> list[str]:
+        """Balanced scales: fields of view within scale_span, scale_gap apart (up to pixel rounding), rank recorded."""
+        if metadata.get("scale_mode", "paper") != "balanced":
+            return []
+        s = box[2] - box[0]
+        try:
+            fovs = sorted((int(o["window"][2]) - int(o["window"][0])) / s for o in opts)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return ["options: window missing"]
+        slack = 2.0 / s  # windows are whole pixels
+        problems = []
+        if fovs[-1] / fovs[0] > self.config.scale_span * (1 + slack) + 1e-9:
+            problems.append(f"fields of view {np.round(fovs, 3).tolist()} span more than {self.config.scale_span}")
+        if min(b / a for a, b in zip(fovs, fovs[1:])) < self.config.scale_gap * (1 - slack) - 1e-9:
+            problems.append(f"fields of view {np.round(fovs, 3).tolist()} are closer than {self.config.scale_gap}x")
+        rank = sum(f < 1 - 1e-9 for f in fovs)
+        if metadata.get("field_of_view_rank") != rank:
+            problems.append(f"field_of_view_rank {metadata.get('field_of_view_rank')} but {rank} options see less than the crop")
+        return problems
+
+    def _check_geometry(self, o: dict, box: tuple[int, ...], width: int, height: int, metadata: dict) -> list[str]:
+        """Windows must be square, inside the image, and consistent with the method (no clipped or stretched context)."""
+        method, letter = o.get("method"), o.get("letter")
+        try:
+            wx0, wy0, wx1, wy1 = (int(v) for v in o["window"])
+        except (KeyError, TypeError, ValueError):
+            return [f"option {letter}: window missing"]
+        if wx1 - wx0 != wy1 - wy0 or not (0 <= wx0 < wx1 <= width and 0 <= wy0 < wy1 <= height):
+            return [f"option {letter} ({method}): window {[wx0, wy0, wx1, wy1]} is not a square inside the image"]
+        x0, y0, x1, y1 = box
+        s, n = x1 - x0, wx1 - wx0
+        paper = metadata.get("scale_mode", "paper") == "paper"
+        problems = []
+        if method in ROTATIONS:
+            if o.get("rotation") != ROTATIONS[method]:
+                problems.append(f"option {letter} ({method}): rotation must be {ROTATIONS[method]} deg cw")
+            if metadata.get("rotate_window", "true") == "true":
+                if [wx0, wy0, wx1, wy1] != list(box):
+                    problems.append(f"option {letter} ({method}): must be the crop window turned")
+            else:
+                d = max(abs((wx0 + wx1) - (x0 + x1)), abs((wy0 + wy1) - (y0 + y1))) / 2 / s
+                lo, hi = self.config.rotate_shift_min, self.config.rotate_shift_max
+                if not lo - 1.0 / s <= d <= hi + 1.5 / s:
+                    problems.append(f"option {letter} ({method}): window centre {d:.3f} s from the crop's, not in [{lo}, {hi}]")
+                if paper and n != s:
+                    problems.append(f"option {letter} ({method}): window side {n}, expected the crop's {s}")
+        elif method == "zoom_in":
+            centred = abs((wx0 - x0) - (x1 - wx1)) <= 1 and abs((wy0 - y0) - (y1 - wy1)) <= 1
+            if not (x0 < wx0 and y0 < wy0 and wx1 < x1 and wy1 < y1 and centred):
+                problems.append(f"option {letter} (zoom_in): window is not a centred square inside the crop")
+            elif paper and abs(n - s / 2) > 2:
+                problems.append(f"option {letter} (zoom_in): window is not the centre half of the crop")
+        elif method in CONTEXT_MARGINS:
+            expect = s + 2 * int(CONTEXT_MARGINS[method] * s)
+            if not (wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1 and n > s):
+                problems.append(f"option {letter} ({method}): window does not contain the crop")
+            elif paper and n != expect:
+                problems.append(f"option {letter} ({method}): window is not a side-{expect} square containing the crop")
+        else:
+            problems.append(f"option {letter}: unknown method {method!r}")
         return problems
 
 
@@ -332,34 +843,15 @@ def _reference(source: Source, window: tuple[int, ...], rotation: int, side: int
     """A source window resized by plain bilinear resampling, rotated by ``rotation`` degrees clockwise."""
     x0, y0, x1, y1 = window
     patch = Image.fromarray(np.ascontiguousarray(source.rgb[y0:y1, x0:x1]), "RGB").resize((side, side), Image.BILINEAR)
-    return np.rot90(np.asarray(patch, np.float32), k=-(rotation // 90) % 4).copy()
+    return np.rot90(np.asarray(patch, np.float64), k=-(rotation // 90) % 4).copy()
 
 
-def _check_distractor_geometry(o: dict, box: tuple[int, ...], width: int, height: int) -> list[str]:
-    """Windows must be square, inside the image, and consistent with the method (no clipped or stretched context)."""
-    method, letter = o.get("method"), o.get("letter")
-    try:
-        wx0, wy0, wx1, wy1 = (int(v) for v in o["window"])
-    except (KeyError, TypeError, ValueError):
-        return [f"option {letter}: window missing"]
-    problems = []
-    if wx1 - wx0 != wy1 - wy0 or not (0 <= wx0 < wx1 <= width and 0 <= wy0 < wy1 <= height):
-        problems.append(f"option {letter} ({method}): window {[wx0, wy0, wx1, wy1]} is not a square inside the image")
-    x0, y0, x1, y1 = box
-    s = x1 - x0
-    if method in ROTATIONS:
-        if [wx0, wy0, wx1, wy1] != list(box) or o.get("rotation") != ROTATIONS[method]:
-            problems.append(f"option {letter} ({method}): must be the crop window rotated {ROTATIONS[method]} deg cw")
-    elif method == "zoom_in":
-        if not (x0 < wx0 and y0 < wy0 and wx1 < x1 and wy1 < y1) or abs((wx1 - wx0) - s / 2) > 2:
-            problems.append(f"option {letter} (zoom_in): window is not the centre half of the crop")
-    elif method in CONTEXT_MARGINS:
-        expect = s + 2 * int(CONTEXT_MARGINS[method] * s)
-        if wx1 - wx0 != expect or not (wx0 <= x0 and wy0 <= y0 and x1 <= wx1 and y1 <= wy1):
-            problems.append(f"option {letter} ({method}): window is not a side-{expect} square containing the crop")
-    else:
-        problems.append(f"option {letter}: unknown method {method!r}")
-    return problems
+def _signature(rgb: np.ndarray, block: int = 4) -> np.ndarray:
+    """Contrast-normalised grey, averaged over block x block cells: blind to small blur, sharpening, gain and offset."""
+    g = rgb @ np.array([0.299, 0.587, 0.114])
+    g = (g - g.mean()) / max(float(g.std()), 1e-6)
+    n = (g.shape[0] // block) * block
+    return g[:n, :n].reshape(n // block, block, n // block, block).mean(axis=(1, 3))
 
 
 def _check_hole(img: Image.Image, box: tuple[int, ...], source: Source) -> list[str]:
