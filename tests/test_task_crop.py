@@ -18,7 +18,7 @@ from ssrl_plugin.imaging import decode_image, encode_image
 from ssrl_plugin.tasks.crop import LETTERS, METHODS, CropTask
 
 SIZES = [(240, 320), (480, 640), (333, 517), (301, 301), (257, 190), (131, 411)]  # odd, non-divisible, portrait
-PAPER = {"scale_mode": "paper", "rotate_window": "true", "source_blur": 0.0, "equalize": False}
+PAPER = {"scale_mode": "paper", "rotate_window": "crop", "source_blur": 0.0, "equalize": False}
 
 
 def jpeg_roundtrip(img: Image.Image, quality: int = 95) -> Image.Image:
@@ -485,7 +485,7 @@ def test_tiny_source_rejected():
         ({"scale_span": 1.5}, "task.crop.scale_span"),
         ({"scale_gap": 1.0}, "task.crop.scale_gap"),
         ({"rotate_window": "moved"}, "task.crop.rotate_window"),
-        ({"rotate_window": "true"}, "task.crop.rotate_window"),  # needs scale_mode paper
+        ({"rotate_window": "crop"}, "task.crop.rotate_window"),  # needs scale_mode paper
         ({"rotate_shift_min": 0.0}, "task.crop.rotate_shift_min"),
         ({"rotate_shift_min": 0.5, "rotate_shift_max": 0.4}, "task.crop.rotate_shift_max"),
         ({"equalize_format": "gif"}, "task.crop.equalize_format"),
@@ -511,7 +511,7 @@ def test_config_defaults_follow_paper():
 
 
 def test_paper_preset_reproduces_the_paper_construction():
-    """scale_mode paper + rotate_window true + no source blur + no equalisation: zoom = centre [s/4, 3s/4], contexts
+    """scale_mode paper + rotate_window crop + no source blur + no equalisation: zoom = centre [s/4, 3s/4], contexts
     with margins 0.25 s / 0.5 s, rotations = the true option turned."""
     task = CropTask(PAPER)
     for src, s in samples(task, 30, seed0=5100):

@@ -38,10 +38,10 @@ Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-on
   is edited like the others; geometry is never touched.
 - Context windows that would cross the border are shifted inside the image, kept square and full size, never
   clipped and stretched; a window that does not fit makes that method unavailable for the sample.
-- A distractor that looks like the true crop (self-similar texture; with ``rotate_window: true`` rotation-symmetric
+- A distractor that looks like the true crop (self-similar texture; with ``rotate_window: crop`` rotation-symmetric
   content) is dropped and another method set is drawn; with no usable set the sample is rejected.
 
-``scale_mode: paper``, ``rotate_window: true``, ``source_blur: 0``, ``equalize: false`` give the paper's
+``scale_mode: paper``, ``rotate_window: crop``, ``source_blur: 0``, ``equalize: false`` give the paper's
 construction (with the border fixes above), for comparison; ``ssrl audit`` fails it.
 """
 
@@ -66,7 +66,7 @@ CONTEXT_MARGINS = {"context_0.25": 0.25, "context_0.5": 0.5}  # the paper's marg
 PAPER_FOV = {"zoom_in": 0.5, "context_0.25": 1.5, "context_0.5": 2.0, "rotate_cw": 1.0, "rotate_ccw": 1.0}
 ROTATIONS = {"rotate_cw": 90, "rotate_ccw": -90}  # degrees clockwise, as recorded in the metadata
 SCALE_MODES = ("balanced", "paper")
-ROTATE_WINDOWS = ("shifted", "true")
+ROTATE_WINDOWS = ("shifted", "crop")
 ENCODINGS = ("jpeg", "png", "webp")
 HOLE_FILL = (0, 0, 0)
 
@@ -98,7 +98,7 @@ class CropConfig(TaskConfig):
     scale_mode: str = "balanced"  # "balanced": random fields of view, the crop's rank uniform; "paper": fixed scales
     scale_span: float = 2.0  # balanced: the four fields of view lie within this ratio...
     scale_gap: float = 1.2  # ...and at least this ratio apart
-    rotate_window: str = "shifted"  # "shifted": rotations turn windows of their own; "true": the crop (paper)
+    rotate_window: str = "shifted"  # "shifted": rotations turn windows of their own; "crop": the crop (paper)
     rotate_shift_min: float = 0.25  # offset of a rotation window's centre from the crop's (Chebyshev, units of s)
     rotate_shift_max: float = 0.75
     equalize: bool = True  # match brightness, contrast, sharpness and stored size across the four options
@@ -144,9 +144,9 @@ class CropConfig(TaskConfig):
             f"must be one of {list(ROTATE_WINDOWS)}, got {self.rotate_window!r}",
         )
         check(
-            not (self.rotate_window == "true" and self.scale_mode == "balanced"),
+            not (self.rotate_window == "crop" and self.scale_mode == "balanced"),
             f"{key}.rotate_window",
-            "'true' (turn the crop itself) needs scale_mode 'paper': balanced rotations have their own fields of view",
+            "'crop' (turn the crop itself) needs scale_mode 'paper': balanced rotations have their own fields of view",
         )
         check(0 < self.rotate_shift_min <= 1, f"{key}.rotate_shift_min", f"must be in (0, 1], got {self.rotate_shift_min}")
         check(
@@ -566,7 +566,7 @@ class CropTask(Task):
         paper = cfg.scale_mode == "paper"
         if method in ROTATIONS:
             rot = ROTATIONS[method]
-            if cfg.rotate_window == "true":
+            if cfg.rotate_window == "crop":
                 img = np.rot90(true.image, k=-rot // 90).copy()
                 return self._too_similar(img, true) or _Option(method, box, rot, False, img, 1.0)
             why = "no_room_for_rotation_window"
@@ -812,7 +812,7 @@ class CropTask(Task):
         if method in ROTATIONS:
             if o.get("rotation") != ROTATIONS[method]:
                 problems.append(f"option {letter} ({method}): rotation must be {ROTATIONS[method]} deg cw")
-            if metadata.get("rotate_window", "true") == "true":
+            if metadata.get("rotate_window", "crop") == "crop":
                 if [wx0, wy0, wx1, wy1] != list(box):
                     problems.append(f"option {letter} ({method}): must be the crop window turned")
             else:
