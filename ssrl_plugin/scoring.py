@@ -498,7 +498,8 @@ def _length_penalty(length: int, o: Options) -> float:
         return o.length_penalty
     start = o.max_response_chars - o.length_buffer_chars
     if o.length_buffer_chars > 0 and length > start:
-        return o.length_penalty * (length - start) / o.length_buffer_chars
+        # ratio first: weight * n / n can exceed the weight by an ulp
+        return o.length_penalty * min(1.0, (length - start) / o.length_buffer_chars)
     return 0.0
 
 

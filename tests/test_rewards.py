@@ -248,6 +248,14 @@ def test_length_penalty():
     assert score(R("B"), CROP, max_response_chars=1000)["length_penalty"] == 0.0
 
 
+
+def test_length_penalty_never_exceeds_its_weight_at_the_ramp_end():
+    # weight * n / n is not always the weight in floating point (found by hypothesis: 0.37917583825062112 > weight)
+    weight = 0.3791758382506211
+    for buffer in range(1, 120):
+        s = score("x" * 120, CROP, max_response_chars=120, length_buffer_chars=buffer, length_penalty=weight)
+        assert s["length_penalty"] <= weight
+
 def test_repetition_penalty():
     loop = R("B", think="the patch on the left " * 300)
     prose = R("B", think=" ".join(f"word{i}" for i in range(400)))
