@@ -24,6 +24,7 @@ setup(
         "pyarrow>=14",
         "omegaconf>=2.3",
         "h5py>=3.8",
+        "xxhash>=3.0",  # source fingerprints (xxh3_128), ~8x faster than sha256
         "tqdm>=4.60",
     ],
     extras_require={

@@ -474,8 +474,8 @@ class SourceLoader:
 
             try:
                 source = load_source(self.refs[sid], self.opts)
-                if src.get("sha256") and source.sha256 != src["sha256"]:
-                    result = (None, f"source {sid} changed since the build (sha256 differs)")
+                if src.get("digest") and source.digest != src["digest"]:
+                    result = (None, f"source {sid} changed since the build (digest differs)")
                 else:
                     result = (source, None)
             except Exception as exc:  # noqa: BLE001

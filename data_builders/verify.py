@@ -90,8 +90,8 @@ def verify_dataset(out: str | Path, layout: str | None = None, limit: int | None
             except SourceError:
                 cache[sid] = None
         source = cache[sid]
-        if source is not None and source.sha256 != meta["source"]["sha256"]:
-            problems.append(f"source {sid} changed since the build (sha256 differs)")
+        if source is not None and source.digest != meta["source"]["digest"]:
+            problems.append(f"source {sid} changed since the build (digest differs)")
         else:
             images = [decode_image(b) for b in image_bytes]
             problems += tasks[name].verify(images, answer, meta, source)

@@ -151,7 +151,7 @@ def generate(task: Task, candidate: Candidate, source: Source, seed: int, max_at
             continue
         sample.metadata["source"] = {
             "id": source.id,
-            "sha256": source.sha256,
+            "digest": source.digest,
             "size": [source.width, source.height],
             **{k: v for k, v in source.info.items() if isinstance(v, (str, int, float, bool, list))},
         }

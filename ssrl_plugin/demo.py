@@ -20,15 +20,16 @@ Everything is vectorised; objects are ray-cast only inside the screen rectangle 
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from .core import DepthMap, Source
 from .errors import SourceError
+from .imaging import DIGEST
 from .seeding import rng_for
 from .sources import LoadOptions, SourceRef
 
@@ -90,7 +91,7 @@ def load_demo(ref: SourceRef, opts: LoadOptions) -> Source:
         depth, extra_info = None, {}
     else:
         rgb, depth, extra_info = render_rgbd(int(index), width, height)
-    digest = hashlib.sha256(rgb.tobytes())
+    digest = xxhash.xxh3_128(rgb.tobytes())
     info: dict[str, Any] = {
         "demo": True,
         "kind": kind,
@@ -103,7 +104,7 @@ def load_demo(ref: SourceRef, opts: LoadOptions) -> Source:
         digest.update(depth.values.astype(np.float32).tobytes())
         info.update(depth_kind="metric", valid_fraction=float(np.count_nonzero(depth.valid) / depth.valid.size))
     info.update(extra_info)
-    return Source(id=ref.id, rgb=rgb, sha256=digest.hexdigest(), depth=depth, info=info)
+    return Source(id=ref.id, rgb=rgb, digest=f"{DIGEST}:{digest.hexdigest()}", depth=depth, info=info)
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:

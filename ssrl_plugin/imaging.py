@@ -7,7 +7,6 @@ metadata so the same pixels always give the same bytes (dataset hashes stay repr
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -15,6 +14,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import xxhash
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SourceError
@@ -147,6 +147,9 @@ def _target_size(w: int, h: int, max_side: int) -> tuple[tuple[int, int], float]
     return (max(1, round(w * scale)), max(1, round(h * scale))), scale
 
 
+DIGEST = "xxh3_128"  # source fingerprints: ~12 GB/s here against sha256's 1.4 (a 7 MB RGB-D pair: 0.6 vs 5 ms)
+
+
 def load_rgb(path: str | os.PathLike, opts) -> tuple[np.ndarray, dict]:
     """Decode one RGB input file into a C-contiguous uint8 (H, W, 3) array, upright and size-capped.
 
@@ -155,7 +158,25 @@ def load_rgb(path: str | os.PathLike, opts) -> tuple[np.ndarray, dict]:
     ``mode`` (the file's Pillow mode). The whole file is decoded before anything is returned so truncated files
     fail here, not halfway through a sample. Any problem -> SourceError naming ``path``.
     """
-    img = _open_guarded(path, path, int(opts.max_image_pixels))
+    arr, info, _ = decode_rgb_file(path, opts)
+    return arr, info
+
+
+def decode_rgb_file(path: str | os.PathLike, opts, digest: Any = None) -> tuple[np.ndarray, dict, Image.Image]:
+    """:func:`load_rgb` that also returns the RGB Pillow image the array was made from. The file is read once;
+    ``digest`` (an ``xxhash`` state), when given, is updated with its bytes, so fingerprinting costs no second read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise _fail(path, "no such file") from None
+    except IsADirectoryError:
+        raise _fail(path, "is a folder, not an image file") from None
+    except OSError as e:
+        raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+    if digest is not None:
+        digest.update(data)
+    img = _open_guarded(io.BytesIO(data), path, int(opts.max_image_pixels))
     try:
         mode = img.mode
         w0, h0 = img.size  # header size; orientation does not change the shorter side
@@ -177,21 +198,29 @@ def load_rgb(path: str | os.PathLike, opts) -> tuple[np.ndarray, dict]:
         raise
     except (OSError, ValueError, MemoryError) as e:
         raise _fail(path, f"cannot decode image ({_short(e)})") from None
-    finally:
+    except BaseException:
+        img.close()
+        raise
+    if rgb is not img:
         img.close()
     info = {"orig_size": [int(orig[0]), int(orig[1])], "size": [int(size[0]), int(size[1])], "scale": float(scale),
             "exif_rotated": rotated, "mode": mode}
-    return arr, info
+    return arr, info, rgb
 
 
-def file_sha256(*paths: str | os.PathLike) -> str:
-    """Hex sha256 of the concatenated bytes of ``paths`` (streamed in 1 MiB chunks; order matters)."""
-    h = hashlib.sha256()
+def update_digest(digest: Any, *paths: str | os.PathLike) -> None:
+    """Feed the bytes of ``paths`` to ``digest`` (streamed in 4 MiB chunks; order matters)."""
     for p in paths:
         with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+
+
+def file_digest(*paths: str | os.PathLike) -> str:
+    """``"xxh3_128:<hex>"`` of the concatenated bytes of ``paths``: the fingerprint recorded for every source."""
+    digest = xxhash.xxh3_128()
+    update_digest(digest, *paths)
+    return f"{DIGEST}:{digest.hexdigest()}"
 
 
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 95) -> bytes:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 import numpy as np
+import xxhash
 
 from .core import DEPTH_KINDS, DepthMap, Source
 from .depth_io import load_depth
 from .errors import ConfigError, SourceError
-from .imaging import file_sha256, load_rgb
+from .imaging import DIGEST, decode_rgb_file, update_digest
 
 
 @dataclass
@@ -434,18 +435,17 @@ def load_source(ref: SourceRef, opts: LoadOptions) -> Source:
         raise ConfigError(f"{ref.id}: unknown source scheme {ref.scheme!r} (expected file or demo)")
     if opts.depth_resize not in ("error", "nearest"):
         raise ConfigError(f"source.depth_resize={opts.depth_resize!r} (expected error or nearest)")
-    rgb, rinfo = load_rgb(ref.rgb_path, opts)
+    digest = xxhash.xxh3_128()
+    rgb, rinfo, image = decode_rgb_file(ref.rgb_path, opts, digest)
     info: dict = {"rgb_path": ref.rgb_path, **rinfo}
-    files = [ref.rgb_path]
     depth = None
     if ref.has_depth:
         depth = _aligned_depth(ref, opts, rgb.shape[:2], rinfo["orig_size"], info)
-        files += [p for p in (ref.depth_path, ref.mask_path) if p]
-    try:
-        sha = file_sha256(*files)
-    except OSError as e:
-        raise SourceError(f"{ref.rgb_path}: cannot hash input files ({e.strerror or e})") from None
-    return Source(id=ref.id, rgb=rgb, sha256=sha, depth=depth, info=info)
+        try:
+            update_digest(digest, *(p for p in (ref.depth_path, ref.mask_path) if p))
+        except OSError as e:
+            raise SourceError(f"{ref.depth_path}: cannot read depth files ({e.strerror or e})") from None
+    return Source(id=ref.id, rgb=rgb, digest=f"{DIGEST}:{digest.hexdigest()}", depth=depth, info=info, pil=image)
 
 
 def _aligned_depth(ref: SourceRef, opts: LoadOptions, rgb_shape: tuple[int, int], orig_size: list[int],

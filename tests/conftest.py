@@ -70,7 +70,7 @@ def make_source(seed: int, h: int = 240, w: int = 320, depth: bool = False, kind
         inv = np.where(d.valid, 1.0 / np.maximum(d.values, 1e-6), 0).astype(np.float32)
         d = DepthMap(inv, d.valid, "inverse")
     sha = hashlib.sha256(rgb.tobytes()).hexdigest()
-    return Source(id=f"test/{seed:04d}", rgb=rgb, sha256=sha, depth=d, info={})
+    return Source(id=f"test/{seed:04d}", rgb=rgb, digest=sha, depth=d, info={})
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
 import numpy as np
+import xxhash
 import pytest
 
 from ssrl_plugin.demo import demo_refs, fit_size, load_demo
@@ -53,7 +53,7 @@ def test_refs_are_picklable_and_hashable():
 def test_deterministic_byte_for_byte(kind):
     a, b = _load(kind, 3), _load(kind, 3)
     assert a.rgb.tobytes() == b.rgb.tobytes()
-    assert a.sha256 == b.sha256
+    assert a.digest == b.digest
     if kind == "rgbd":
         assert a.depth.values.tobytes() == b.depth.values.tobytes()
         assert np.array_equal(a.depth.valid, b.depth.valid)
@@ -62,20 +62,20 @@ def test_deterministic_byte_for_byte(kind):
 
 @pytest.mark.parametrize("kind", ["rgb", "rgbd"])
 def test_indices_differ(kind):
-    assert _load(kind, 0, **SMALL).sha256 != _load(kind, 1, **SMALL).sha256
+    assert _load(kind, 0, **SMALL).digest != _load(kind, 1, **SMALL).digest
     assert np.abs(_load(kind, 0, **SMALL).rgb.astype(int) - _load(kind, 1, **SMALL).rgb).mean() > 10
 
 
 def test_rgb_and_rgbd_with_same_index_differ():
-    assert _load("rgb", 0, **SMALL).sha256 != _load("rgbd", 0, **SMALL).sha256
+    assert _load("rgb", 0, **SMALL).digest != _load("rgbd", 0, **SMALL).digest
 
 
-def test_sha256_covers_rgb_then_depth():
+def test_digest_covers_rgb_then_depth():
     src = _load("rgbd", 2, **SMALL)
-    expected = hashlib.sha256(src.rgb.tobytes() + src.depth.values.astype(np.float32).tobytes()).hexdigest()
-    assert src.sha256 == expected
+    expected = xxhash.xxh3_128(src.rgb.tobytes() + src.depth.values.astype(np.float32).tobytes()).hexdigest()
+    assert src.digest == f"xxh3_128:{expected}"
     rgb_only = _load("rgb", 2, **SMALL)
-    assert rgb_only.sha256 == hashlib.sha256(rgb_only.rgb.tobytes()).hexdigest()
+    assert rgb_only.digest == f"xxh3_128:{xxhash.xxh3_128(rgb_only.rgb.tobytes()).hexdigest()}"
 
 
 def test_strip_size_does_not_change_the_output(monkeypatch):
@@ -280,7 +280,7 @@ def test_max_side_renders_smaller_with_scaled_intrinsics():
     assert src.info["camera"]["fx"] == pytest.approx(0.8 * 320)
     assert (src.info["orig_size"], src.info["size"], src.info["scale"]) == ([640, 480], [320, 240], 0.5)
     full = _load("rgbd", 1, **SMALL)  # same scene, same size
-    assert src.sha256 == full.sha256
+    assert src.digest == full.digest
     assert _load("rgb", 1, opts=LoadOptions(max_side=320)).rgb.shape == (240, 320, 3)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
 import sys
 
 import numpy as np
+import xxhash
 import pytest
 from PIL import Image
 
@@ -17,7 +17,7 @@ from fixtures_gen import ramp_depth, textured, write_diode, write_megadepth, wri
 
 from ssrl_plugin.depth_io import load_depth, read_generic_depth  # noqa: E402
 from ssrl_plugin.errors import ConfigError, SourceError  # noqa: E402
-from ssrl_plugin.imaging import decode_image, encode_image, file_sha256, load_rgb  # noqa: E402
+from ssrl_plugin.imaging import decode_image, encode_image, file_digest, load_rgb  # noqa: E402
 from ssrl_plugin.sources import (  # noqa: E402
     LoadOptions,
     SourceRef,
@@ -165,10 +165,12 @@ def test_encode_is_deterministic_and_clean():
         encode_image(img, "gif")
 
 
-def test_file_sha256(tmp_path):
-    (tmp_path / "a").write_bytes(b"abc" * 1000)
+def test_file_digest(tmp_path):
+    (tmp_path / "a").write_bytes(b"abc" * 2_000_000)  # larger than one read chunk
     (tmp_path / "b").write_bytes(b"xyz")
-    assert file_sha256(tmp_path / "a", tmp_path / "b") == hashlib.sha256(b"abc" * 1000 + b"xyz").hexdigest()
+    expected = xxhash.xxh3_128(b"abc" * 2_000_000 + b"xyz").hexdigest()
+    assert file_digest(tmp_path / "a", tmp_path / "b") == f"xxh3_128:{expected}"
+    assert file_digest(tmp_path / "b", tmp_path / "a") != file_digest(tmp_path / "a", tmp_path / "b")
 
 
 # ------------------------------------------------------------------------------------------------- RGB discovery
@@ -246,7 +248,7 @@ def test_diode_discover_and_load(tmp_path):
     assert src.info["valid_fraction"] == pytest.approx(0.75)
     assert src.info["depth_format"] == "diode" and src.info["rgb_path"] == refs[0].rgb_path
     files = [refs[0].rgb_path, refs[0].depth_path, refs[0].mask_path]
-    assert src.sha256 == file_sha256(*files)
+    assert src.digest == file_digest(*files)
     assert [r.id for r in discover_rgb(str(root))[0]] == ["val/indoors/scene_1/00001.png", "val/outdoor/scene_2/00002.png",
                                                          "val/outdoor/scene_2/lonely.png"]
 

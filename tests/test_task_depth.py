@@ -34,7 +34,7 @@ def source_with_depth(values: np.ndarray, valid: np.ndarray | None = None, kind:
     h, w = values.shape
     rgb = textured_rgb(seed, h, w)
     valid = np.isfinite(values) if valid is None else valid
-    return Source(id="synthetic", rgb=rgb, sha256=hashlib.sha256(rgb.tobytes()).hexdigest(),
+    return Source(id="synthetic", rgb=rgb, digest=hashlib.sha256(rgb.tobytes()).hexdigest(),
                   depth=DepthMap(values.astype(np.float32), valid, kind))
 
 
@@ -190,7 +190,7 @@ def test_inverse_and_relative_depth_give_the_metric_answers(kind):
             other = cached_source(seed, h, w, "inverse")
         else:
             d = metric.depth
-            other = Source("rel", metric.rgb, metric.sha256, DepthMap(d.values * np.float32(37.5), d.valid, "relative"))
+            other = Source("rel", metric.rgb, metric.digest, DepthMap(d.values * np.float32(37.5), d.valid, "relative"))
         a = TASK.generate(metric, np.random.default_rng(seed), seed % 6)
         b = TASK.generate(other, np.random.default_rng(seed), seed % 6)
         assert b.answer == a.answer == rederive(b, other)

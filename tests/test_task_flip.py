@@ -34,7 +34,7 @@ def jpeg(img: Image.Image) -> Image.Image:
 
 
 def source_from(rgb: np.ndarray) -> Source:
-    return Source(id="synthetic", rgb=np.ascontiguousarray(rgb, dtype=np.uint8), sha256="0" * 64)
+    return Source(id="synthetic", rgb=np.ascontiguousarray(rgb, dtype=np.uint8), digest="0" * 64)
 
 
 def rederive(sample, source: Source) -> str:

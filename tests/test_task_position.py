@@ -36,7 +36,7 @@ def source_with_depth(values: np.ndarray, valid: np.ndarray | None = None, seed:
     h, w = values.shape
     rgb = textured_rgb(seed, h, w)
     valid = np.isfinite(values) if valid is None else valid
-    return Source(id="synthetic", rgb=rgb, sha256=hashlib.sha256(rgb.tobytes()).hexdigest(),
+    return Source(id="synthetic", rgb=rgb, digest=hashlib.sha256(rgb.tobytes()).hexdigest(),
                   depth=DepthMap(values.astype(np.float32), valid, "metric"), info=info or {})
 
 

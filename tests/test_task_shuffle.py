@@ -34,7 +34,7 @@ def jpeg(img: Image.Image) -> Image.Image:
 
 
 def source_from(rgb: np.ndarray, name: str = "synthetic") -> Source:
-    return Source(id=name, rgb=np.ascontiguousarray(rgb, dtype=np.uint8), sha256="0" * 64)
+    return Source(id=name, rgb=np.ascontiguousarray(rgb, dtype=np.uint8), digest="0" * 64)
 
 
 def expected_crop(h: int, w: int, rows: int, cols: int) -> list[int]:

@@ -23,6 +23,8 @@ from ..registry import Task, TaskConfig, check, register_task
 from . import grid as G
 
 DIRECTION_NAMES = ["vertical (upside down)", "horizontal (mirror)"]
+# direction 0 = vertical flip (upside down, rows reversed), 1 = horizontal flip (mirror, columns reversed)
+PIL_FLIPS = (Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.FLIP_LEFT_RIGHT)
 
 
 @dataclass
@@ -100,11 +102,13 @@ class FlipTask(Task):
         if min(grid.patch_h, grid.patch_w) < cfg.min_patch_side:
             raise Reject("flip/too_small", f"{rows}x{cols} patches of {grid.patch_w}x{grid.patch_h} px are under "
                                            f"min_patch_side={cfg.min_patch_side}")
-        cells = G.cut_cells(source.rgb, grid)
-        stats = self._check_visible(cells[index], direction)
+        view = source.pil_view()
+        cell = view.crop(tuple(grid.cell_box(index)))
+        stats = self._check_visible(cell, direction)
 
-        cells[index] = G.flip_patch(cells[index], direction)
-        image = Image.fromarray(G.assemble(cells, rows, cols), "RGB")
+        image = view.crop(grid.crop_box)
+        x0, y0, _, _ = grid.local_box(index)
+        image.paste(cell.transpose(PIL_FLIPS[direction]), (x0, y0))
         overlay = G.draw_overlay(image, grid, [str(i) for i in range(k)], cfg.label_fraction)  # after the flip
         metadata = {
             "grid": [rows, cols],
@@ -123,14 +127,15 @@ class FlipTask(Task):
         variant = f"{rows}x{cols}"
         return Sample(self.name, variant, build_question(rows, cols), [image], f"{index}-{direction}", metadata)
 
-    def _check_visible(self, cell: np.ndarray, direction: int) -> dict:
+    def _check_visible(self, cell: Image.Image, direction: int) -> dict:
         """Reject flips nobody could see (symmetric or flat content) or whose direction is undecidable
         (content symmetric under 180 degree rotation makes both flips give the same image)."""
         cfg = self.config
         # Thumbnails of the flipped cells themselves (not flips of the thumbnail: resampling is not exactly
         # mirror-symmetric, which would make perfectly symmetric content look flippable).
-        versions = np.stack([cell, G.flip_patch(cell, direction), G.flip_patch(cell, 1 - direction)])
-        thumb, flipped, other_flip = G.thumbnails(versions)
+        whole = (0, 0, *cell.size)
+        versions = [cell, cell.transpose(PIL_FLIPS[direction]), cell.transpose(PIL_FLIPS[1 - direction])]
+        thumb, flipped, other_flip = G.thumbnails([(v, whole) for v in versions])
         std = float(G.patch_std(thumb[None])[0])
         score = float(np.abs(thumb - flipped).mean())
         need = max(cfg.min_flip_diff, cfg.min_flip_ratio * std)

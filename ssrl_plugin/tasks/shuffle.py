@@ -146,15 +146,18 @@ class ShuffleTask(Task):
         masked_pos = int(rng.integers(k)) if masked else None
         perm = random_non_identity_permutation(k, rng)  # display position d shows original patch perm[d]
 
-        cells = G.cut_cells(source.rgb, grid)
-        stats = self._check_ambiguity(cells, masked_pos)
+        view = source.pil_view()
+        stats = self._check_ambiguity(view, grid, masked_pos)
 
-        shown = cells[perm]
-        masked_display = None
-        if masked_pos is not None:
-            masked_display = perm.index(masked_pos)
-            shown[masked_display] = MASK_COLOR
-        image = Image.fromarray(G.assemble(shown, rows, cols), "RGB")
+        cells = G.cell_images(view, grid)
+        masked_display = perm.index(masked_pos) if masked_pos is not None else None
+        image = Image.new("RGB", grid.out_size)
+        for d, original in enumerate(perm):  # display position d shows original cell perm[d]
+            x0, y0, x1, y1 = grid.local_box(d)
+            if d == masked_display:
+                image.paste(MASK_COLOR, (x0, y0, x1, y1))
+            else:
+                image.paste(cells[original], (x0, y0))
         overlay = G.draw_overlay(image, grid, [str(d) for d in range(k)], cfg.label_fraction)
 
         answer_labels = [perm.index(pos) for pos in range(k)]
@@ -179,13 +182,13 @@ class ShuffleTask(Task):
         answer = "-".join(str(d) for d in answer_labels)
         return Sample(self.name, variant, build_question(rows, cols, masked), [image], answer, metadata)
 
-    def _check_ambiguity(self, cells: np.ndarray, masked_pos: int | None) -> dict:
+    def _check_ambiguity(self, view: Image.Image, grid: G.Grid, masked_pos: int | None) -> dict:
         """Reject grids where several orders would be correct: a near-uniform patch (its place is a guess) or
         two near-identical patches (swapping them gives the same image). The white patch is excluded."""
         cfg = self.config
-        thumbs = G.thumbnails(cells)
+        thumbs = G.thumbnails([(view, tuple(grid.cell_box(k))) for k in range(grid.count)])
         scale = max(G.content_scale(thumbs), 1e-6)
-        keep = [i for i in range(len(cells)) if i != masked_pos]
+        keep = [i for i in range(grid.count) if i != masked_pos]
         std = G.patch_std(thumbs)
         worst = min(keep, key=lambda i: std[i])
         if std[worst] < cfg.min_patch_std:
