@@ -9,7 +9,8 @@ paper's five methods (weights ``distractor_weights``, 0.2 each in the paper):
 - ``context_0.25`` / ``context_0.5``: the crop with a margin on every side (the paper: 0.25 s / 0.5 s), i.e. shrunk;
 - ``rotate_cw`` / ``rotate_ccw``: a square window turned 90 degrees clockwise / counter-clockwise.
 
-Every option is a square source window resampled by the SAME filter (Lanczos) to the SAME side, never upscaled.
+Every option is a square source window resampled by the SAME filter (area averaging) to the SAME side, never
+upscaled.
 
 Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-only solver beats chance):
 
@@ -27,15 +28,16 @@ Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-on
   which shrinking removes, so sharpness would tell the scale. Every option is blurred by ``source_blur`` SOURCE
   pixels (sigma / d option pixels for a window shrunk d times) on top of the common ``option_blur``: the same
   optical softness at every field of view.
-- *Statistics of the stored options* (``equalize``). Brightness, grey contrast, sharpness (variance of the
-  Laplacian) and encoded byte size still depend on what a window contains (the crop sits inside the contexts and
-  around the zoom, so its numbers are the typical ones). Each option therefore gets a luma offset and gain (hits a
-  brightness and contrast target), a luma blur or unsharp mask (hits a sharpness target) and a chroma-only blur or
-  sharpening (hits a byte-size target, leaving the grey image alone), measured on the option as it will be stored
-  (``equalize_format`` / ``equalize_quality``: keep them equal to ``output.image_format`` / ``output.jpeg_quality``).
-  The targets are the mean of the four, each option drawing its own within +-``equalize_jitter`` (log scale;
-  brightness: 25x that in grey levels), so the small misses of the matching carry no information. The true crop
-  is edited like the others; geometry is never touched.
+- *Option statistics* (``equalize``). Brightness, grey contrast and sharpness (variance of the Laplacian) still
+  depend on what a window contains (the crop sits inside the contexts and around the zoom, so its numbers are the
+  typical ones). Each option therefore gets a luma offset and gain and a luma blur or unsharp mask that hit a
+  brightness, contrast and sharpness target, solved in closed form on the float pixels (the Laplacian is linear,
+  so sharpness after the gain is a ratio of two quadratics in the blur knob: a quadratic equation) and checked on
+  the rounded 8-bit option (rounding and clipping: at most two corrections). Chroma is left alone. The targets are
+  the mean of the four, each option drawing its own within +-``equalize_jitter`` (log scale; brightness: 25x that
+  in grey levels), so the small misses of the matching carry no information. Byte size is not matched: with the
+  rest matched, ``ssrl audit``'s byte solvers stay at chance; JPEG q95 raises every option's sharpness alike
+  (~15 %, spread ~2 % within a sample). The true crop is edited like the others; geometry is never touched.
 - Context windows that would cross the border are shifted inside the image, kept square and full size, never
   clipped and stretched; a window that does not fit makes that method unavailable for the sample.
 - A distractor that looks like the true crop (self-similar texture; with ``rotate_window: crop`` rotation-symmetric
@@ -67,7 +69,6 @@ PAPER_FOV = {"zoom_in": 0.5, "context_0.25": 1.5, "context_0.5": 2.0, "rotate_cw
 ROTATIONS = {"rotate_cw": 90, "rotate_ccw": -90}  # degrees clockwise, as recorded in the metadata
 SCALE_MODES = ("balanced", "paper")
 ROTATE_WINDOWS = ("shifted", "crop")
-ENCODINGS = ("jpeg", "png", "webp")
 HOLE_FILL = (0, 0, 0)
 
 QUESTION = (
@@ -101,9 +102,7 @@ class CropConfig(TaskConfig):
     rotate_window: str = "shifted"  # "shifted": rotations turn windows of their own; "crop": the crop (paper)
     rotate_shift_min: float = 0.25  # offset of a rotation window's centre from the crop's (Chebyshev, units of s)
     rotate_shift_max: float = 0.75
-    equalize: bool = True  # match brightness, contrast, sharpness and stored size across the four options
-    equalize_format: str = "jpeg"  # the encoding the options are stored with (output.image_format)
-    equalize_quality: int = 95  # and its quality (output.jpeg_quality)
+    equalize: bool = True  # match brightness, contrast and sharpness across the four options
     equalize_jitter: float = 0.05  # each option's own target: +-5 % (log) around the common one (brightness +-1.25)
     equalize_tol: float = 0.01  # matching tolerance (log scale; brightness: 25x that in grey levels)
 
@@ -154,12 +153,6 @@ class CropConfig(TaskConfig):
             f"{key}.rotate_shift_max",
             f"must be in [rotate_shift_min ({self.rotate_shift_min}), 2], got {self.rotate_shift_max}",
         )
-        check(
-            self.equalize_format in ENCODINGS,
-            f"{key}.equalize_format",
-            f"must be one of {list(ENCODINGS)}, got {self.equalize_format!r}",
-        )
-        check(1 <= self.equalize_quality <= 100, f"{key}.equalize_quality", f"must be in [1, 100], got {self.equalize_quality}")
         check(0 <= self.equalize_jitter <= 0.2, f"{key}.equalize_jitter", f"must be in [0, 0.2], got {self.equalize_jitter}")
         check(0.001 <= self.equalize_tol <= 0.05, f"{key}.equalize_tol", f"must be in [0.001, 0.05], got {self.equalize_tol}")
 
@@ -173,7 +166,7 @@ class _Option:
     window: Box  # square source window (rotations: the window that was turned)
     rotation: int  # degrees clockwise
     shifted: bool  # context window moved inside the image / rotation of a window other than the crop
-    image: np.ndarray  # uint8 RGB, side x side: the option as shown
+    image: np.ndarray  # float32 RGB, side x side: the resampled, blurred option (uint8 once finished)
     fov: float  # window side / crop side
     equalize: dict[str, Any] | None = None
 
@@ -236,49 +229,75 @@ def _rotation_windows(box: Box, width: int, height: int, fov: float, lo_frac: fl
 
 
 # ------------------------------------------------------------------------------------------------ pixel operations
-# JPEG's full-range BT.601 luma/chroma, offsets dropped (everything done to the planes is linear). Luma is exactly
-# the grey of the audit (0.299 R + 0.587 G + 0.114 B), so chroma edits leave the grey image alone.
-_YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-_CHROMA_TO_RGB = np.array([[0.0, 1.402], [-0.344136, -0.714136], [1.772, 0.0]])  # R, G, B from (Cb, Cr)
-_GREY = _YCC[0]
+# The audit's grey (0.299 R + 0.587 G + 0.114 B, JPEG's full-range luma). An option is split into this luma and the
+# chroma residual rgb - luma (per channel), so luma edits add the same amount to R, G and B and leave chroma alone.
+_GREY = np.array([0.299, 0.587, 0.114])
+# Rounding R, G and B to integers adds independent errors of variance 1/12 to each: sum(w^2) / 12 to the grey, and
+# (1 + 1 + 1 + 1 + 16) times that to its 4-neighbour Laplacian. The sharpness solve aims below its target by this.
+ROUNDING_LAP_VAR = 20.0 * float(np.sum(_GREY**2)) / 12.0
 
 
 def _mix(x: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``x @ m.T`` over the last axis, written out as elementwise sums: matrix products go through BLAS, whose
     rounding can change with its thread count (worker processes must give the same bytes as the main one)."""
-    out = [sum(x[..., j] * float(row[j]) for j in range(x.shape[-1]) if row[j] != 0.0) for row in np.atleast_2d(m)]
+    out = [sum(x[..., j] * m.dtype.type(row[j]) for j in range(x.shape[-1]) if row[j] != 0.0) for row in np.atleast_2d(m)]
     return out[0] if np.ndim(m) == 1 else np.stack(out, axis=-1)
 
 
 def _taps(var: float) -> np.ndarray:
-    """Sampled Gaussian of variance ``var``, rounded to integers before normalising (the same taps on any machine)."""
-    r = max(1, int(np.ceil(4.0 * np.sqrt(var))))
-    j = np.arange(-r, r + 1, dtype=np.float64)
+    """Half of a sampled Gaussian of variance ``var`` ([centre, 1, 2, ...] px, radius ceil(2.5 sigma): the tail
+    beyond holds ~1 % of the weight), rounded to integers before normalising (the same taps on any machine)."""
+    r = max(1, int(np.ceil(2.5 * np.sqrt(var))))
+    j = np.arange(r + 1, dtype=np.float64)
     k = np.round(np.exp(-j * j / (2.0 * var)) * 2.0**30)
-    return k / k.sum()
+    return k / (2.0 * k.sum() - k[0])
+
+
+def _mirror(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    """``x`` with ``r`` edge samples mirrored on both ends of ``axis`` (0 or 1), edge sample repeated (np.pad
+    'symmetric'), by one concatenation."""
+    if axis == 0:
+        return np.concatenate([x[r - 1 :: -1], x, x[: -r - 1 : -1]], axis=0)
+    return np.concatenate([x[:, r - 1 :: -1], x, x[:, : -r - 1 : -1]], axis=1)
 
 
 def smooth(x: np.ndarray, var: float) -> np.ndarray:
     """Separable Gaussian blur (variance ``var`` px^2) of an (N, M) or (N, M, C) float array, mirrored borders.
 
     Continuous in ``var`` (Pillow's GaussianBlur jumps where its box sizes change, which would single out whichever
-    option always gets the same radius)."""
+    option always gets the same radius). The taps are symmetric, so each pair of them costs one multiply; the
+    result has the input's dtype (float32 in: float32 arithmetic)."""
     if var < 1e-4:
         return x
-    k = _taps(var)
+    half = _taps(var).astype(x.dtype)
+    pair = np.empty_like(x)  # in-place products and sums: no temporary arrays per tap
     for axis in (0, 1):
         n = x.shape[axis]
-        r = min(len(k) // 2, n - 1)
-        kk = k[len(k) // 2 - r : len(k) // 2 + r + 1]
-        kk = kk / kk.sum()
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, r)
-        p = np.moveaxis(np.pad(x, pad, mode="symmetric"), axis, 0)
-        out = kk[0] * p[:n]
-        for j in range(1, len(kk)):
-            out += kk[j] * p[j : j + n]
-        x = np.moveaxis(out, 0, axis)
+        r = min(len(half) - 1, n - 1)
+        p = _mirror(x, r, axis)
+        at = (lambda a, p=p, n=n: p[a : a + n]) if axis == 0 else (lambda a, p=p, n=n: p[:, a : a + n])
+        out = np.multiply(at(r), half[0])
+        for j in range(1, r + 1):
+            np.add(at(r - j), at(r + j), out=pair)
+            pair *= half[j]
+            out += pair
+        if r < len(half) - 1:  # a side shorter than the kernel: keep the weights summing to 1
+            out /= half[0] + 2 * half[1 : r + 1].sum()
+        x = out
     return x
+
+
+def _binomial(x: np.ndarray) -> np.ndarray:
+    """[1, 2, 1] / 4 along both axes of a 2-D plane (mirrored borders): the detail knob's blurred plane."""
+    p = _mirror(x, 1, 0)
+    b = (p[:-2] + p[2:]) * x.dtype.type(0.25) + x * x.dtype.type(0.5)
+    p = _mirror(b, 1, 1)
+    return (p[:, :-2] + p[:, 2:]) * x.dtype.type(0.25) + b * x.dtype.type(0.5)
+
+
+def _laplacian(g: np.ndarray) -> np.ndarray:
+    """The 4-neighbour Laplacian over the interior (the audit's sharpness is its variance)."""
+    return g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -287,217 +306,148 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def laplacian_var(grey: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian over the interior (the audit's sharpness)."""
-    g = grey.astype(np.float64)
-    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
-    return float(lap.var())
+    return float(_laplacian(np.asarray(grey, np.float64)).var())
 
 
-def stored_stats(img: np.ndarray, fmt: str = "jpeg", quality: int = 95, pixels: bool = True) -> np.ndarray:
-    """[mean grey, log grey std, log Laplacian variance, log encoded bytes] of an option as it will be stored
-    (``pixels=False``: only the byte size is computed, the rest is NaN)."""
-    from ..imaging import decode_image, encode_image
-
-    data = encode_image(Image.fromarray(img), fmt, quality)
-    if not pixels:
-        return np.array([np.nan, np.nan, np.nan, np.log(len(data))])
-    a = np.asarray(decode_image(data)) if fmt == "jpeg" else img
-    g = _mix(a.astype(np.float64), _GREY)
-    return np.array([g.mean(), np.log(max(g.std(), 1e-6)), np.log(max(laplacian_var(g), 1e-6)), np.log(len(data))])
+def pixel_stats(img: np.ndarray) -> np.ndarray:
+    """[mean grey, log grey std, log Laplacian variance] of an 8-bit RGB option (grey in float32, as the audit)."""
+    g = _mix(img, _GREY.astype(np.float32))
+    mean = _mean(g)
+    g -= np.float32(mean)  # centred: float32 sums of squares then lose nothing to cancellation
+    lap = _laplacian(g)
+    lap_var = _mean(lap * lap) - _mean(lap) ** 2
+    return np.array([mean, 0.5 * np.log(max(_mean(g * g), 1e-12)), np.log(max(lap_var, 1e-6))])
 
 
 # ------------------------------------------------------------------------------------------ statistics equalisation
-LUMA_RANGE = (-2.0, 1.0)  # detail knob k: k < 0 unsharp mask of amount -k, 0 <= k <= 1 a mix k of a blurred plane
-CHROMA_RANGE = (-4.0, 1.0)
-LUMA_BLUR_VAR = 4.0  # the blurred planes (variance, px^2)
-CHROMA_BOX = 4  # chroma: two passes of a 9-wide box (variance 13.3 px^2)
-MAX_STEPS = 6  # measurements per option after the first
-# Starting slopes (d log stat / d knob) of the Newton search, per side of the knobs (k < 0, k >= 0), measured on the
-# demo corpus; Broyden updates refine them per option.
-LUMA_SLOPE = (-0.8, -1.8)  # log sharpness per luma knob
-CHROMA_SLOPE = (-0.05, -0.12)  # log bytes per chroma knob
-LUMA_BYTES_SLOPE = -0.07  # log bytes per luma knob
+LUMA_RANGE = (-3.0, 1.0)  # detail knob k: luma y - k (y - b(y)), b = the [1, 4, 6, 4, 1] / 16 binomial blur (variance
+# 1 px^2 per axis, two passes of [1, 2, 1] / 4): k = 1 is b(y), 0 < k < 1 a mix, k < 0 an unsharp mask of amount -k
+MAX_PASSES = 3  # renders per option: the closed-form solve, then up to two corrections for rounding and clipping
 
 
-def _box2(x: np.ndarray, r: int) -> np.ndarray:
-    """Two passes of a (2r+1)-wide box blur along both axes (running sums, mirrored borders): a fixed smoothing
-    (variance 2 r (r + 1) / 3 px^2) whose cost does not grow with its width."""
-    for axis in (0, 1):
-        n = x.shape[axis]
-        for _ in range(2):
-            pad = [(0, 0)] * x.ndim
-            pad[axis] = (r + 1, r)
-            c = np.cumsum(np.pad(x, pad, mode="symmetric"), axis=axis)
-            hi = c[2 * r + 1 : 2 * r + 1 + n] if axis == 0 else c[:, 2 * r + 1 : 2 * r + 1 + n]
-            lo = c[:n] if axis == 0 else c[:, :n]
-            x = (hi - lo) / (2 * r + 1)
-    return x
+def _mean(a: np.ndarray) -> float:
+    return float(a.sum()) / a.size
 
 
-def _high(x: np.ndarray) -> np.ndarray:
-    """x minus its [1, 2, 1] / 4 binomial blur (both axes, mirrored borders): the unsharp mask's detail."""
-    b = x
-    for axis in (0, 1):
-        n = b.shape[axis]
-        pad = [(0, 0)] * b.ndim
-        pad[axis] = (1, 1)
-        p = np.pad(b, pad, mode="symmetric")
-        b = (p[:n] + 2 * p[1 : n + 1] + p[2:]) / 4 if axis == 0 else (p[:, :n] + 2 * p[:, 1 : n + 1] + p[:, 2:]) / 4
-    return x - b
+def _moments(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Var(a), Cov(a, b), Var(b) of two planes of (near) zero mean, by numpy's pairwise sums: no BLAS dot, whose
+    rounding can depend on its thread count."""
+    ma, mb = _mean(a), _mean(b)
+    return _mean(a * a) - ma * ma, _mean(a * b) - ma * mb, _mean(b * b) - mb * mb
 
 
 class _Equalizer:
-    """One option with its four knobs: luma offset and gain (aimed at brightness and contrast targets, the aim
-    corrected after each measurement for what encoding does to them), a luma detail knob (sharpness) and a chroma
-    detail knob (byte size; the grey image does not see chroma). A detail knob k moves a plane x to
-    x + k (blur(x) - x) for k >= 0 and x - k (x - blur_1(x)) for k < 0 (an unsharp mask): linear on each side."""
+    """One option split into luma y and chroma residual c (rgb - y), with what the closed-form solve needs.
 
-    def __init__(self, img: np.ndarray, fmt: str, quality: int):
-        ycc = _mix(img.astype(np.float64), _YCC)
-        y, c = ycc[..., 0], ycc[..., 1:]
-        f32 = np.float32  # renders in single precision: plenty for 8-bit output, and twice as fast
-        self.y, self.y_low, self.y_high = y.astype(f32), (smooth(y, LUMA_BLUR_VAR) - y).astype(f32), _high(y).astype(f32)
-        to_rgb = _CHROMA_TO_RGB  # chroma planes -> their share of R, G, B (linear, so the knob acts on that)
-        self.c = _mix(c, to_rgb).astype(f32)
-        self.c_low = _mix(_box2(c, CHROMA_BOX) - c, to_rgb).astype(f32)
-        self.c_high = _mix(_high(c), to_rgb).astype(f32)
-        self.fmt, self.quality = fmt, quality
-        self.target = np.zeros(4)
-        self.fix = np.zeros(2)
-        self.gain, self.offset = 1.0, 0.0
-        self.knobs = [0.0, 0.0]  # luma, chroma
-        self.measurements = 0
+    The option shown is ``gain * (y_k - mean(y_k)) + brightness`` plus c, where y_k = y - k h, h = y - b(y) (see LUMA_RANGE).
+    y_k is linear in the detail knob k and so is its Laplacian, so its variance and Laplacian variance are
+    quadratics in k: V(k) = V - 2 k D + k^2 E and A(k) = A - 2 k B + k^2 C. With the gain setting the grey std to
+    its target sigma, the sharpness is sigma^2 A(k) / V(k); it hits the target S where
+    (C - r E) k^2 - 2 (B - r D) k + (A - r V) = 0, r = S / sigma^2: a quadratic, solved, not searched."""
 
-    def render(self, k: list[float], photometric: bool = True) -> np.ndarray:
-        y = self.y + np.float32(k[0]) * self.y_low if k[0] >= 0 else self.y - np.float32(k[0]) * self.y_high
-        if photometric:
-            m, s = float(y.mean(dtype=np.float64)), float(y.std(dtype=np.float64))
-            self.gain = float(np.exp(self.target[1] + self.fix[1])) / max(s, 1e-6)
-            self.offset = float(self.target[0] + self.fix[0]) - m
-            y = (y - np.float32(m)) * np.float32(self.gain) + np.float32(m + self.offset)
-        c = self.c + np.float32(k[1]) * self.c_low if k[1] >= 0 else self.c - np.float32(k[1]) * self.c_high
-        return _to_uint8(y[..., None] + c)
+    def __init__(self, rgb: np.ndarray):
+        y = _mix(rgb, _GREY.astype(rgb.dtype))
+        self.c = rgb - y[..., None]
+        self.mean_y = _mean(y)
+        y -= y.dtype.type(self.mean_y)  # centred (y is kept as its offset from mean_y): exact float32 moments
+        self.y, self.h = y, y - _binomial(_binomial(y))
+        self.mean_h = _mean(self.h)
+        self.V, self.D, self.E = _moments(self.y, self.h)
+        self.A, self.B, self.C = _moments(_laplacian(self.y), _laplacian(self.h))
+        self.gain, self.offset, self.k = 1.0, 0.0, 0.0
 
-    def measure(self, k: list[float], photometric: bool = True, pixels: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        img = self.render(k, photometric)
-        st = stored_stats(img, self.fmt, self.quality, pixels)
-        self.measurements += 1
-        if photometric and pixels:  # brightness and contrast move a little in encoding: aim the next render past that
-            self.fix += self.target[:2] - st[:2]
-        return img, st
+    def stats(self) -> np.ndarray:
+        """[mean grey, log grey std, log Laplacian variance] of the unedited option, from the moments."""
+        return np.log(np.maximum([1.0, self.V, self.A], 1e-12)) * [0, 0.5, 1.0] + [self.mean_y, 0.0, 0.0]
 
+    def _ratio(self, k: float) -> float:
+        return (self.A - 2 * k * self.B + k * k * self.C) / max(self.V - 2 * k * self.D + k * k * self.E, 1e-12)
 
-def _search(eq: _Equalizer, which: int, tols: np.ndarray, start: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Turn one detail knob (0: luma, aimed at sharpness, measuring everything; 1: chroma, aimed at the byte size,
-    measuring only that) until its stat is within tolerance of the option's target, brightness and contrast too for
-    the luma knob: secant steps from a typical slope, regula falsi (Illinois) once the root is bracketed, at most
-    MAX_STEPS measurements. Returns the best (image, stats); the knob is left where they were made."""
-    stat = 2 + which
-    checked = [0, 1, 2] if which == 0 else [3]
-    bounds = LUMA_RANGE if which == 0 else CHROMA_RANGE
-    slopes = LUMA_SLOPE if which == 0 else CHROMA_SLOPE
+    def solve(self, aim: np.ndarray) -> None:
+        """Offset, gain and detail knob putting the float option on ``aim`` [brightness, log std, log sharpness]."""
+        sigma2 = float(np.exp(2 * aim[1]))
+        r = max(float(np.exp(aim[2])) - ROUNDING_LAP_VAR, 0.05 * float(np.exp(aim[2]))) / sigma2
+        a2, a1, a0 = self.C - r * self.E, -2 * (self.B - r * self.D), self.A - r * self.V
+        lo, hi = LUMA_RANGE
+        roots: list[float] = []
+        if abs(a2) > 1e-12 * max(abs(a1), abs(a0), 1e-12):
+            disc = a1 * a1 - 4 * a2 * a0
+            if disc >= 0:
+                q = -0.5 * (a1 + np.copysign(np.sqrt(disc), a1))  # the stable pair of roots
+                roots = [q / a2] + ([a0 / q] if q != 0 else [])
+        elif a1 != 0:
+            roots = [-a0 / a1]
+        inside = [float(k) for k in roots if lo <= k <= hi]
+        if inside:
+            k = min(inside, key=abs)  # the smallest edit that hits the target
+        else:  # out of reach: the end of the knob's range that comes closest
+            k = min((lo, hi), key=lambda e: abs(np.log(max(self._ratio(e), 1e-12) / r)))
+        var_k = max(self.V - 2 * k * self.D + k * k * self.E, 1e-12)
+        self.k = k
+        self.gain = float(np.sqrt(sigma2 / var_k))
+        self.offset = float(aim[0]) - (self.mean_y - k * self.mean_h)
 
-    def miss(st: np.ndarray) -> float:
-        return float(np.max(np.abs(st[checked] - eq.target[checked]) / tols[checked]))
-
-    img, st = start
-    k = eq.knobs[which]
-    best = (miss(st), k, img, st)
-    pos: list[float] | None = None  # [knob, error > 0]: the knob must grow
-    neg: list[float] | None = None
-    prev: tuple[float, float] | None = None
-    last = 0
-    for _ in range(MAX_STEPS):
-        if best[0] <= 1.0:
-            break
-        h = float(st[stat] - eq.target[stat])
-        side = 1 if h > 0 else -1
-        if side > 0:
-            pos = [k, h]
-        else:
-            neg = [k, h]
-        if pos and neg:
-            if side == last:  # Illinois: the same end moved twice in a row, halve the other end's weight
-                (neg if side > 0 else pos)[1] /= 2
-            k_new = pos[0] + pos[1] * (neg[0] - pos[0]) / (pos[1] - neg[1])
-        elif abs(h) <= tols[stat]:
-            k_new = k  # only brightness / contrast missed: measure again with the corrected aim
-        else:
-            slope = slopes[int(k >= 0)]
-            if prev is not None and prev[0] != k:
-                measured = (h - prev[1]) / (k - prev[0])
-                if slope * 4 <= measured <= slope / 4:  # a plausible secant slope
-                    slope = measured
-            k_new = k - float(np.clip(h / slope, -1.5, 1.5))
-        k_new = float(np.clip(k_new, *bounds))
-        if k_new == k and abs(h) > tols[stat]:
-            break  # the knob is at the end of its range: the target cannot be reached
-        prev, last, k = (k, h), side, k_new
-        eq.knobs[which] = k
-        img, st_new = eq.measure(eq.knobs, pixels=which == 0)
-        st = st_new if which == 0 else np.concatenate([st[:3], st_new[3:]])
-        if miss(st) < best[0]:
-            best = (miss(st), k, img, st)
-    eq.knobs[which] = best[1]
-    return best[2], best[3]
+    def render(self) -> np.ndarray:
+        f = self.y.dtype.type
+        # gain * (y_k - mean(y_k)) + mean(y_k) + offset, with y_k = mean_y + self.y - k h and mean(y_k) = mean_y - k mean_h
+        level = self.mean_y + self.offset + (self.gain - 1.0) * self.k * self.mean_h
+        y = (self.y - f(self.k) * self.h) * f(self.gain) + f(level)
+        return _to_uint8(y[..., None] + self.c)
 
 
-def equalize_options(images: list[np.ndarray], rng: np.random.Generator, fmt: str, quality: int, jitter: float,
+def equalize_options(options: list[np.ndarray], rng: np.random.Generator, jitter: float,
                      tol: float) -> tuple[list[np.ndarray], list[dict[str, Any]], dict[str, Any]]:
-    """Give the options the same brightness, contrast, sharpness and stored byte size, each within its own target.
+    """Give the options the same brightness, contrast and sharpness, each within its own target.
 
-    1. each option is measured as it will be stored; the common target is the mean of the four (log scale for
-       contrast, sharpness and size);
+    1. the common target is the mean of the four options' [mean grey, log grey std, log Laplacian variance];
     2. each option draws its own target uniformly within +-``jitter`` of it (brightness: +-25 * jitter grey levels),
        so the small misses of the matching are random and say nothing about which option is which;
-    3. luma offset and gain hit brightness and contrast; the luma detail knob (sharpness) and the chroma detail
-       knob (byte size) are searched together.
+    3. luma offset, gain and detail knob are solved in closed form (see ``_Equalizer``) on the float option; the
+       rounded 8-bit option is measured, and where clipping or rounding left it outside the tolerance the aim is
+       moved past the target by the miss and solved again (at most ``MAX_PASSES`` renders).
     """
-    eqs = [_Equalizer(img, fmt, quality) for img in images]
-    jit = rng.uniform(-1.0, 1.0, size=(len(images), 4)) * np.array([25.0 * jitter, jitter, jitter, jitter])
-    tols = np.array([25.0 * tol, tol, tol, tol])
-    common = np.mean([eq.measure([0.0, 0.0], photometric=False)[1] for eq in eqs], axis=0)
-    done = []
-    for eq, j in zip(eqs, jit):  # luma: brightness, contrast, sharpness
-        eq.target = common + j
-        done.append(_search(eq, 0, tols, eq.measure(eq.knobs)))
-    # the size target once sharpness is matched: the mean, moved into the range every option can reach with its
-    # chroma knob (if there is one; else halfway between the closest ends), with room for the jitter
-    ends = np.array([[eq.measure([eq.knobs[0], b], pixels=False)[1][3] for b in CHROMA_RANGE] for eq in eqs])
-    lo, hi = float(ends[:, 1].max()) + jitter, float(ends[:, 0].min()) - jitter
-    mean = float(np.mean([st[3] for _, st in done]))
-    common[3] = min(max(mean, lo), hi) if lo <= hi else (lo + hi) / 2
-    images_out, records = [], []
-    for eq, j, (img, st) in zip(eqs, jit, done):  # chroma: byte size; then what the chroma edit did to the grey
-        eq.target[3] = common[3] + j[3]
-        img, st = _search(eq, 1, tols, (img, st))
-        if eq.knobs[1] != 0.0:
-            img, st = eq.measure(eq.knobs)
-            if abs(st[2] - eq.target[2]) > tols[2]:
-                img, st = _search(eq, 0, tols, (img, st))
-        images_out.append(img)
+    eqs = [_Equalizer(o) for o in options]
+    jit = rng.uniform(-1.0, 1.0, size=(len(options), 3)) * np.array([25.0 * jitter, jitter, jitter])
+    tols = np.array([25.0 * tol, tol, tol])
+    common = np.mean([eq.stats() for eq in eqs], axis=0)
+    images, records = [], []
+    for eq, j in zip(eqs, jit):
+        target = common + j
+        aim = target.copy()
+        best = None
+        for passes in range(1, MAX_PASSES + 1):
+            eq.solve(aim)
+            img = eq.render()
+            st = pixel_stats(img)
+            miss = float(np.max(np.abs(st - target) / tols))
+            if best is None or miss < best[0]:
+                best = (miss, img, st, eq.k, eq.gain, eq.offset)
+            if miss <= 1.0:
+                break
+            aim = aim + (target - st)
+        miss, img, st, eq.k, eq.gain, eq.offset = best
+        images.append(img)
         records.append({
             "luma_offset": round(eq.offset, 3),
             "luma_gain": round(eq.gain, 4),
-            "luma_detail": round(float(eq.knobs[0]), 4),
-            "chroma_detail": round(float(eq.knobs[1]), 4),
-            "stored": [round(float(st[0]), 3), round(float(np.exp(st[1])), 3), round(float(np.exp(st[2])), 3),
-                       int(round(float(np.exp(st[3]))))],
-            "target": [round(float(eq.target[0]), 3), round(float(np.exp(eq.target[1])), 3),
-                       round(float(np.exp(eq.target[2])), 3), int(round(float(np.exp(eq.target[3]))))],
-            "matched": bool(np.all(np.abs(st - eq.target) <= tols)),
-            "encodes": eq.measurements,
+            "luma_detail": round(float(eq.k), 4),
+            "pixels": [round(float(st[0]), 3), round(float(np.exp(st[1])), 3), round(float(np.exp(st[2])), 3)],
+            "target": [round(float(target[0]), 3), round(float(np.exp(target[1])), 3), round(float(np.exp(target[2])), 3)],
+            "matched": bool(miss <= 1.0),
+            "passes": passes,
         })
     summary = {
-        "stored_as": f"{fmt} q{quality}" if fmt == "jpeg" else fmt,
-        "stats": ["mean grey", "grey std", "laplacian variance", "bytes"],
+        "measured_on": "the 8-bit option pixels, before encoding",
+        "stats": ["mean grey", "grey std", "laplacian variance"],
         "common_target": [round(float(common[0]), 3), round(float(np.exp(common[1])), 3),
-                          round(float(np.exp(common[2])), 3), int(round(float(np.exp(common[3]))))],
+                          round(float(np.exp(common[2])), 3)],
         "jitter": jitter,
         "tol": tol,
-        "knobs": "detail k: k < 0 unsharp mask of amount -k, 0 <= k <= 1 a mix k of a blurred plane",
+        "knobs": ("luma y -> gain * (y_k - mean) + brightness, y_k = y - k (y - b(y)), b the [1, 4, 6, 4, 1] / 16 blur: k in [-3, 1], k > 0 "
+                  "blurs, k < 0 an unsharp mask; offset, gain and k solved in closed form; chroma untouched"),
         "all_matched": all(r["matched"] for r in records),
     }
-    return images_out, records, summary
+    return images, records, summary
 
 
 # ------------------------------------------------------------------------------------------------------- the task
@@ -520,15 +470,17 @@ class CropTask(Task):
     # ------------------------------------------------------------------ generation
 
     def _render(self, src: Image.Image, window: Box, side: int, rotation: int = 0) -> np.ndarray:
-        """The one resampling path every option takes: window -> side x side (Lanczos), turned ``rotation`` degrees
-        clockwise, blurred by option_blur (option px) and source_blur (source px, i.e. / the shrink factor)."""
-        img = src.resize((side, side), Image.LANCZOS, box=window)
+        """The one resampling path every option takes: window -> side x side by area averaging (Pillow's box
+        filter; reducing_gap 1: an integer box reduce, then the box filter for the rest, which is area averaging up
+        to rounding to 8 bits in between), turned ``rotation`` degrees clockwise, blurred (float32) by option_blur
+        (option px) and source_blur (source px, i.e. / the shrink factor). Returns float32 RGB, not rounded."""
+        img = src.resize((side, side), Image.BOX, box=window, reducing_gap=1.0)
         if rotation:
             # Image.ROTATE_270 turns counter-clockwise by 270 = clockwise by 90.
             img = img.transpose(Image.Transpose.ROTATE_270 if rotation == 90 else Image.Transpose.ROTATE_90)
         shrink = (window[2] - window[0]) / side
         var = self.config.option_blur**2 + (self.config.source_blur / shrink) ** 2
-        return _to_uint8(smooth(np.asarray(img, np.float64), var))
+        return smooth(np.asarray(img, np.float32), var)
 
     def _plans(self, fovs: list[float] | None) -> list[tuple[tuple[tuple[str, float], ...], float]]:
         """Every way to give three distinct methods the fields of view ``fovs`` (ascending; None: the paper's),
@@ -554,7 +506,7 @@ class CropTask(Task):
         return plans
 
     def _too_similar(self, img: np.ndarray, true: _Option) -> str | None:
-        diff = float(np.abs(img.astype(np.float32) - true.image.astype(np.float32)).mean())
+        diff = float(np.abs(img - true.image).mean(dtype=np.float64))
         if diff < self.config.min_distractor_diff:
             return f"too_similar_to_true_crop (mean abs diff {diff:.1f})"
         return None
@@ -589,9 +541,9 @@ class CropTask(Task):
         return self._too_similar(img, true) or _Option(method, window, 0, shifted, img,
                                                       (window[2] - window[0]) / (box[2] - box[0]))
 
-    def _hole_image(self, src: Image.Image, box: Box) -> tuple[Image.Image, dict[str, Any]]:
-        """The source with the crop filled black and a two-tone outline drawn just inside the hole's edge."""
-        img = src.copy()
+    def _hole_image(self, img: Image.Image, box: Box) -> tuple[Image.Image, dict[str, Any]]:
+        """The source (``img``, a copy: drawn on) with the crop filled black and a two-tone outline drawn just inside
+        the hole's edge."""
         draw = ImageDraw.Draw(img)
         x0, y0, x1, y1 = box
         band = _hole_widths(x1 - x0)
@@ -621,12 +573,12 @@ class CropTask(Task):
         x0 = int(rng.integers(0, w - s + 1))
         y0 = int(rng.integers(0, h - s + 1))
         box: Box = (x0, y0, x0 + s, y0 + s)
-        crop = source.rgb[y0 : y0 + s, x0 : x0 + s].astype(np.float32)
-        grey_std = float(_mix(crop, _GREY.astype(np.float32)).std())
+        crop = source.rgb[y0 : y0 + s : 2, x0 : x0 + s : 2].astype(np.float32)  # every 2nd pixel: the std is the same
+        grey_std = float(_mix(crop, _GREY.astype(np.float32)).std(dtype=np.float64))  # float64 sums: no cancellation
         if grey_std < cfg.min_crop_std:
             raise Reject("crop/uniform_crop", f"grey std {grey_std:.1f} < {cfg.min_crop_std}")
 
-        src = source.image()
+        src = source.pil_view()  # read only: every option is resampled from it; the hole image draws on a copy
         true = _Option(TRUE_METHOD, box, 0, False, self._render(src, box, side), 1.0)
         rank, fovs = None, None
         plans = self._plans(None) if paper else []
@@ -658,17 +610,18 @@ class CropTask(Task):
             raise Reject("crop/too_few_distractors", "; ".join(f"{u[0]}: {u[-1]}" for u in unavailable))
 
         summary = None
+        opts = [true] + distractors
         if cfg.equalize:
-            opts = [true] + distractors
-            images, records, summary = equalize_options(
-                [o.image for o in opts], rng, cfg.equalize_format, cfg.equalize_quality, cfg.equalize_jitter,
-                cfg.equalize_tol)
+            images, records, summary = equalize_options([o.image for o in opts], rng, cfg.equalize_jitter, cfg.equalize_tol)
             for o, img, rec in zip(opts, images, records):
                 o.image, o.equalize = img, rec
+        else:
+            for o in opts:
+                o.image = _to_uint8(o.image)
 
         order = [distractors[int(i)] for i in rng.permutation(3)]
         order.insert(slot, true)
-        hole_img, hole = self._hole_image(src, box)
+        hole_img, hole = self._hole_image(source.image(), box)
         answer = LETTERS[slot]
         blur = f"gaussian sigma {cfg.option_blur} option px and {cfg.source_blur} source px"
         metadata = {
@@ -677,7 +630,7 @@ class CropTask(Task):
             "source_size": [w, h],
             "hole": hole,
             "option_side": side,
-            "option_resample": "lanczos box resize, then " + blur + (", then equalisation (see 'equalize')" if summary else ""),
+            "option_resample": "area average (box) resize, then " + blur + (", then equalisation (see 'equalize')" if summary else ""),
             "rotation_convention": "degrees clockwise",
             "scale_mode": cfg.scale_mode,
             "rotate_window": cfg.rotate_window,
