@@ -272,16 +272,20 @@ def test_window_statistics_match_a_direct_computation():
     source = cached_source(3, 241, 333)
     field = prepare_depth(source, "depth", 0.5, 99.5, 0.1, "depth/x")
     xs, ys = np.array([6, 57, 200, 326]), np.array([6, 100, 234])
-    stats = window_stats(field, xs, ys, 6)
     rows = []
-    for k, (x, y) in enumerate(zip(stats.cx, stats.cy)):
-        win = field.norm[y - 6:y + 7, x - 6:x + 7]
-        vals = win[np.isfinite(win)].astype(np.float64)
-        rows.append(win.ravel())
-        assert stats.valid_fraction[k] == pytest.approx(vals.size / 169)
-        if vals.size:
-            assert stats.mean[k] == pytest.approx(vals.mean(), abs=1e-6)
-            assert stats.std[k] == pytest.approx(vals.std(), abs=1e-4)
+    for step in (1, 2, 3):  # the screen reads the pixels whose row and column are multiples of step
+        stats = window_stats(field, xs, ys, 6, step)
+        for k, (x, y) in enumerate(zip(stats.cx, stats.cy)):
+            win = field.norm[y - 6:y + 7, x - 6:x + 7]
+            ry, rx = np.arange(y - 6, y + 7), np.arange(x - 6, x + 7)
+            lattice = win[np.ix_(ry % step == 0, rx % step == 0)]
+            vals = lattice[np.isfinite(lattice)].astype(np.float64)
+            if step == 1:
+                rows.append(win.ravel())
+            assert stats.valid_fraction[k] == pytest.approx(vals.size / lattice.size)
+            if vals.size:
+                assert stats.mean[k] == pytest.approx(vals.mean(), abs=1e-6)
+                assert stats.std[k] == pytest.approx(vals.std(), abs=1e-4)
     q = nan_quantiles(np.array(rows), (0.1, 0.5, 0.9))
     for k, row in enumerate(rows):
         if np.isfinite(row).any():

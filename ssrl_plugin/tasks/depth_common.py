@@ -22,9 +22,11 @@ the recorded boxes, pixel comparison of the output image) so that a bug in the w
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,8 @@ class DepthWindowConfig(TaskConfig):
     flat_tol: float = 0.06  # a window is flat when p90 - p10 of its normalised depth is below this
     min_marker_distance: float = 0.15  # centres at least this fraction of the image diagonal apart
     badge_frac: float = 0.045  # badge radius, fraction of the shorter image side (at least 10 px)
-    max_candidates: int = 512  # exact percentiles computed on at most this many (random) flat-looking windows
+    max_candidates: int = 512  # exact percentiles computed on at most this many (random) flat-looking windows...
+    min_candidates: int = 48  # ...stopping once this many are flat (the pickers need a handful, not hundreds)
 
     def _validate_common(self, key: str) -> None:
         check(0.005 <= self.window_frac <= 0.3, f"{key}.window_frac", f"must be in [0.005, 0.3], got {self.window_frac}")
@@ -74,6 +77,8 @@ class DepthWindowConfig(TaskConfig):
         check(0.01 <= self.badge_frac <= 0.2, f"{key}.badge_frac", f"must be in [0.01, 0.2], got {self.badge_frac}")
         check(16 <= self.max_candidates <= 100_000, f"{key}.max_candidates",
               f"must be in [16, 100000], got {self.max_candidates}")
+        check(2 <= self.min_candidates <= self.max_candidates, f"{key}.min_candidates",
+              f"must be in [2, max_candidates={self.max_candidates}], got {self.min_candidates}")
 
 
 # ------------------------------------------------------------------------------------------------- depth field
@@ -84,7 +89,6 @@ class DepthField:
     """Farness of one source, its validity and its percentile-robust normalisation."""
 
     far: np.ndarray  # float32 (H, W), larger = farther, NaN where invalid
-    norm: np.ndarray  # float32 (H, W), (far - lo) / (hi - lo), NaN where invalid (not clipped)
     valid: np.ndarray  # bool (H, W)
     lo: float  # farness at the low percentile
     hi: float  # farness at the high percentile
@@ -98,8 +102,16 @@ class DepthField:
         """Robust depth range (hi - lo) in farness units: the scene's scale for relative thresholds."""
         return self.hi - self.lo
 
-    def to_norm(self, far: float) -> float:
+    def to_norm(self, far: Any) -> Any:
         return (far - self.lo) / (self.hi - self.lo)
+
+    @functools.cached_property
+    def norm(self) -> np.ndarray:
+        """float32 (H, W), (far - lo) / (hi - lo), NaN where invalid (not clipped). Built on first use only: the
+        generators normalise the few windows they look at instead (a full map costs ~3 ms at 1600x1064)."""
+        norm = np.subtract(self.far, np.float32(self.lo))
+        np.divide(norm, np.float32(self.hi - self.lo), out=norm)
+        return norm
 
     def normalisation_metadata(self) -> dict[str, float]:
         return {"low_pct": float(self.low_pct), "high_pct": float(self.high_pct), "low": float(self.lo), "high": float(self.hi)}
@@ -120,35 +132,32 @@ def prepare_depth(source: Source, task: str, low_pct: float, high_pct: float, mi
         raise Reject(f"{task}/no_depth", f"source {source.id} has no depth map")
     if depth.shape != (source.height, source.width):
         raise Reject(f"{task}/no_depth", f"depth {depth.shape} does not match the RGB {(source.height, source.width)}")
-    far, valid, n_valid, lo, hi, norm = _cached(depth, ("field", float(low_pct), float(high_pct)),
-                                                lambda: _depth_field(depth, low_pct, high_pct))
+    far, valid, n_valid, lo, hi = _cached(depth, ("field", float(low_pct), float(high_pct)),
+                                          lambda: _depth_field(depth, low_pct, high_pct))
     fraction = n_valid / valid.size
     if n_valid == 0 or fraction < min_map_valid_fraction:
         raise Reject(f"{task}/too_few_valid", f"{fraction:.1%} of the depth map is valid (< {min_map_valid_fraction:.1%})")
     if not hi > lo * (1.0 + 1e-6):
         raise Reject(flat_reason, f"the depth range is empty (p{low_pct:g} = p{high_pct:g} = {lo:.4g})")
-    return DepthField(far, norm, valid, lo, hi, low_pct, high_pct, fraction, depth.kind)
+    return DepthField(far, valid, lo, hi, low_pct, high_pct, fraction, depth.kind)
 
 
 def _depth_field(depth: DepthMap, low_pct: float, high_pct: float) -> tuple:
-    """(far, valid, n_valid, lo, hi, norm) of :func:`prepare_depth`; lo/hi/norm are None when nothing is valid."""
+    """(far, valid, n_valid, lo, hi) of :func:`prepare_depth`; lo/hi are None when nothing is valid."""
     if depth.kind == "inverse":
         far = depth.farness()
-    else:  # DepthMap.farness() in one pass: the values where valid, NaN elsewhere
-        far = np.where(depth.valid, depth.values.astype(np.float32, copy=False), np.float32(np.nan))
+    else:  # DepthMap.farness() without its second pass: the values where valid, NaN elsewhere
+        far = depth.values.astype(np.float32, copy=True)
+        np.copyto(far, np.float32(np.nan), where=~depth.valid)
     # far is NaN wherever the map is invalid, so this is ``depth.valid & isfinite(far) & (far > 0)``
     valid = (far > 0) & (far < np.inf)
     n_valid = int(np.count_nonzero(valid))
     if n_valid == 0:
-        return far, valid, 0, None, None, None
+        return far, valid, 0, None, None
     if n_valid != int(np.count_nonzero(depth.valid)):  # valid is a subset of depth.valid: equal counts = equal masks
         far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
     lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct), overwrite_input=True))  # a temporary
-    if not hi > lo * (1.0 + 1e-6):
-        return far, valid, n_valid, lo, hi, None
-    norm = np.subtract(far, np.float32(lo))
-    np.divide(norm, np.float32(hi - lo), out=norm)
-    return far, valid, n_valid, lo, hi, norm
+    return far, valid, n_valid, lo, hi
 
 
 # Per-process memo of the pure functions of one depth map (its field, its window statistics), keyed by the identity of
@@ -248,61 +257,55 @@ def candidate_axes(width: int, height: int, geom: MarkerGeometry, stride_frac: f
     return xs, ys
 
 
-def window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int) -> WindowStats:
-    """Valid fraction, mean and std of the valid normalised depth in the (2 half + 1)^2 windows centred on the grid
-    ``xs`` x ``ys`` (flattened row-major: index = iy * len(xs) + ix).
+SCREEN_STEP = 2  # the box-sum screen reads every 2nd pixel of every 2nd row; the exact test reads every pixel
 
-    Box sums of [count, sum, sum of squares] in two separable passes: a running sum down the rows (one vector add per
-    row, in row order), kept only at the rows where the grid's windows start and end; then a cumulative sum along x
-    of those few row bands gives every window by differences. The running sum goes through blocks of rows that stay
-    in cache instead of a full-size integral image (same additions in the same order, so the same bits).
+
+def window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int, step: int = SCREEN_STEP) -> WindowStats:
+    """Valid fraction, mean and std of the valid normalised depth in the (2 half + 1)^2 windows centred on the grid
+    ``xs`` x ``ys`` (flattened row-major: index = iy * len(xs) + ix), over the pixels of the ``step`` lattice
+    (rows and columns that are multiples of ``step``) inside each window.
+
+    This is the cheap SCREEN of :func:`flat_candidates`; everything a sample records is computed exactly on every
+    pixel afterwards. Box sums of [count, farness, farness^2]: ``np.add.reduceat`` along the contiguous axis sums
+    the columns between consecutive window edges, cumulative sums over those segments and then down the rows give
+    every window by differences (float64 from the segments on). Working in farness (invalid pixels zeroed by
+    ``fmax``: NaN loses to 0) and converting the moments to normalised units afterwards needs no normalised map.
     Memoised per field (both RGB-D tasks use the same grid).
     """
-    key = ("window_stats", int(half), xs.tobytes(), ys.tobytes())
-    return _cached(field.norm, key, lambda: _window_stats(field, xs, ys, half))  # the norm array is the memoised one
+    key = ("window_stats", int(half), int(step), xs.tobytes(), ys.tobytes())
+    return _cached(field.far, key, lambda: _window_stats(field, xs, ys, half, step))  # the far array is memoised
 
 
-_ROW_BLOCK = 32
+def _lattice_span(lo: np.ndarray, hi: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice indices [a, b) of the full-resolution pixels [lo, hi) that are multiples of ``step``."""
+    return -(-lo // step), -(-hi // step)
 
 
-def _window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int) -> WindowStats:
-    h, w = field.valid.shape
-    lo, hi = ys - half, ys + half + 1  # row prefix indices: prefix[k] = sum over rows < k
-    top = int(hi.max())
-    wanted = np.zeros(top + 1, bool)
-    wanted[lo] = True
-    wanted[hi] = True
-    slot = np.cumsum(wanted) - 1  # where each wanted prefix row is kept
-    prefix = np.empty((int(slot[-1]) + 1, 3, w), np.float64)
-    buf = np.empty((_ROW_BLOCK + 1, 3, w), np.float64)  # buf[0]: the running sum before the block
-    buf[0] = 0.0
-    if wanted[0]:
-        prefix[0] = 0.0
-    for r0 in range(0, top, _ROW_BLOCK):
-        r1 = min(top, r0 + _ROW_BLOCK)
-        n = r1 - r0
-        v = field.valid[r0:r1]
-        x = np.where(v, field.norm[r0:r1], 0.0).astype(np.float64)
-        rows = buf[1:n + 1]
-        rows[:, 0] = v
-        rows[:, 1] = x
-        np.multiply(x, x, out=rows[:, 2])
-        for i in range(1, n + 1):
-            np.add(buf[i], buf[i - 1], out=buf[i])
-        for i in np.flatnonzero(wanted[r0 + 1:r1 + 1]):
-            prefix[slot[r0 + 1 + i]] = buf[i + 1]
-        buf[0] = buf[n]
-    bands = prefix[slot[hi]] - prefix[slot[lo]]  # (ny, 3, w): column sums over each window's rows
-    cols = np.zeros((ys.size, 3, w + 1), np.float64)
-    np.cumsum(bands, axis=2, out=cols[:, :, 1:])
-    sums = cols[:, :, xs + half + 1] - cols[:, :, xs - half]  # (ny, 3, nx)
-    count, total, squares = (sums[:, k].ravel() for k in range(3))
-    area = float((2 * half + 1) ** 2)
+def _window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int, step: int) -> WindowStats:
+    far0 = np.fmax(field.far[::step, ::step], np.float32(0.0))  # valid farness is > 0; NaN (invalid) becomes 0
+    valid = np.ascontiguousarray(field.valid[::step, ::step]).view(np.uint8)
+    rows, cols = far0.shape
+    r0, r1 = _lattice_span(ys - half, ys + half + 1, step)
+    c0, c1 = _lattice_span(xs - half, xs + half + 1, step)
+    edges = np.unique(np.concatenate([c0, c1]))
+    starts = edges[edges < cols]  # segment j = lattice columns [starts[j], starts[j + 1]) (the last one to the end)
+    at0, at1 = np.searchsorted(edges, c0), np.searchsorted(edges, c1)
+    sums = []
+    for layer in (valid, far0, np.square(far0)):
+        seg = np.add.reduceat(layer, starts, axis=1, dtype=np.float64)
+        prefix = np.zeros((rows, edges.size), np.float64)
+        np.cumsum(seg[:, : edges.size - 1], axis=1, out=prefix[:, 1:])
+        down = np.zeros((rows + 1, xs.size), np.float64)
+        np.cumsum(prefix[:, at1] - prefix[:, at0], axis=0, out=down[1:])  # (rows, nx) window-row sums, summed down
+        sums.append((down[r1] - down[r0]).ravel())  # (ny, nx) flattened
+    count, total, squares = sums
+    area = ((r1 - r0)[:, None] * (c1 - c0)[None, :]).ravel().astype(np.float64)
+    scale = 1.0 / field.depth_range
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-        var = np.maximum(squares / count - mean * mean, 0.0)
+        mean_far = total / count
+        var_far = np.maximum(squares / count - mean_far * mean_far, 0.0)
     gx, gy = np.meshgrid(xs, ys)
-    return WindowStats(gx.ravel(), gy.ravel(), count / area, mean, np.sqrt(var))
+    return WindowStats(gx.ravel(), gy.ravel(), count / area, (mean_far - field.lo) * scale, np.sqrt(var_far) * scale)
 
 
 def gather_windows(values: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int) -> np.ndarray:
@@ -360,31 +363,53 @@ class Candidates:
     def spread(self) -> np.ndarray:
         return self.p90 - self.p10
 
+    def extend(self, cx, cy, valid_fraction, median, p10, p90) -> Candidates:
+        return Candidates(np.concatenate([self.cx, cx]), np.concatenate([self.cy, cy]),
+                          np.concatenate([self.valid_fraction, valid_fraction]), np.concatenate([self.median, median]),
+                          np.concatenate([self.p10, p10]), np.concatenate([self.p90, p90]), self.considered)
 
-def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowConfig, rng: np.random.Generator) -> Candidates:
+
+def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowConfig, rng: np.random.Generator,
+                    enough: Callable[[Candidates], bool] | None = None) -> Candidates:
     """Grid windows whose OWN pixels are mostly valid and whose normalised depth spread (p90 - p10) is small.
 
-    Cheap screen first (box sums): valid fraction and std. A window whose std exceeds ``flat_tol`` has a large
-    share of pixels away from its bulk (a depth edge, a thin pole), which a flat region must not have, so dropping
-    it before the exact test is conservative. If many windows survive, a random subset of ``max_candidates``
-    (drawn from ``rng``, so no position is favoured) gets the exact percentiles.
+    Cheap screen first (box sums on a pixel lattice, :func:`window_stats`): valid fraction and std. A window whose
+    std exceeds ``flat_tol`` has a large share of pixels away from its bulk (a depth edge, a thin pole), which a
+    flat region must not have, so dropping it before the exact test is conservative. The screened windows then get
+    their exact valid fraction and percentiles over all their pixels in a random
+    order (drawn from ``rng``, so no position is favoured), a batch at a time, until ``enough(found)`` holds
+    (default: ``min_candidates`` flat windows) or ``max_candidates`` windows were examined. The result is a uniform
+    random subset of the flat windows; examining all of them would cost ~15 ms a 1600x1064 map for nothing.
     """
     h, w = field.valid.shape
     xs, ys = candidate_axes(w, h, geom, cfg.stride_frac)
     if xs.size == 0 or ys.size == 0:
-        empty = np.zeros(0)
-        return Candidates(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty, empty, considered=0)
+        return _no_candidates(0)
     stats = window_stats(field, xs, ys, geom.half)
     keep = (stats.valid_fraction >= cfg.min_valid_fraction) & (stats.std <= cfg.flat_tol)
     screened = stats.subset(np.flatnonzero(keep))
-    if len(screened) > cfg.max_candidates:
-        pick = np.sort(rng.choice(len(screened), cfg.max_candidates, replace=False))
-        screened = screened.subset(pick)
-    rows = gather_windows(field.norm, screened.cx, screened.cy, geom.half)
-    p10, median, p90 = nan_quantiles(rows, (0.1, 0.5, 0.9), overwrite_input=True)  # rows is our own copy
-    flat = np.flatnonzero((p90 - p10) < cfg.flat_tol)
-    return Candidates(screened.cx[flat], screened.cy[flat], screened.valid_fraction[flat], median[flat], p10[flat], p90[flat],
-                      considered=len(stats))
+    order = rng.permutation(len(screened))[: cfg.max_candidates]
+    if enough is None:
+        enough = lambda found: len(found) >= cfg.min_candidates  # noqa: E731
+    found = _no_candidates(len(stats))
+    for start in range(0, order.size, _EXACT_BATCH):
+        batch = screened.subset(order[start:start + _EXACT_BATCH])
+        rows = gather_windows(field.far, batch.cx, batch.cy, geom.half)
+        valid_fraction = np.count_nonzero(~np.isnan(rows), axis=1) / rows.shape[1]
+        p10, median, p90 = field.to_norm(nan_quantiles(rows, (0.1, 0.5, 0.9), overwrite_input=True))  # our own copy
+        flat = np.flatnonzero(((p90 - p10) < cfg.flat_tol) & (valid_fraction >= cfg.min_valid_fraction))
+        found = found.extend(batch.cx[flat], batch.cy[flat], valid_fraction[flat], median[flat], p10[flat], p90[flat])
+        if enough(found):
+            break
+    return found
+
+
+_EXACT_BATCH = 32  # windows per exact-percentile batch: big enough to amortise numpy's per-call cost
+
+
+def _no_candidates(considered: int) -> Candidates:
+    empty = np.zeros(0)
+    return Candidates(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty, empty, considered=considered)
 
 
 def centre_distances(cx: np.ndarray, cy: np.ndarray, x: float, y: float) -> np.ndarray:

@@ -103,7 +103,7 @@ class DepthOrderTask(Task):
         field_ = prepare_depth(source, "depth", cfg.norm_low_pct, cfg.norm_high_pct, cfg.min_map_valid_fraction,
                                flat_reason="depth/no_separated_triple")
         geom = marker_geometry(source.width, source.height, cfg)
-        cands = flat_candidates(field_, geom, cfg, rng)
+        cands = flat_candidates(field_, geom, cfg, rng, self._enough if cfg.bands else None)
         if len(cands) == 0:
             raise Reject("depth/no_flat_regions", f"none of {cands.considered} windows of {geom.window}px is valid and flat")
         triple = self._pick_triple(field_, cands, geom, rng)
@@ -136,6 +136,12 @@ class DepthOrderTask(Task):
             "windows_considered": cands.considered,
         }
         return Sample(self.name, self.name, QUESTION, [image], answer, metadata)
+
+    def _enough(self, found: Candidates) -> bool:
+        """With bands, the pickers draw one window per band: stop once every band holds a few flat windows."""
+        need = max(2, self.config.min_candidates // 4)
+        banded = np.clip(found.median, 0.0, 1.0)
+        return all(np.count_nonzero((banded >= lo) & (banded <= hi)) >= need for lo, hi in self.config.bands)
 
     def _pick_triple(self, field_: DepthField, cands: Candidates, geom: MarkerGeometry, rng: np.random.Generator) -> tuple[int, int, int]:
         """Indices (near, middle, far) of three candidates, spaced apart and clearly separated in depth.
