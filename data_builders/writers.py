@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
+from ssrl_plugin.imaging import file_digest
 
 from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
 from .sft import SftWriter
@@ -159,9 +159,7 @@ class DatasetWriter:
         return files + (self.sft.close() if self.sft is not None else [])
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def file_hash(path: Path) -> str:
+    """``xxh3_128:<hex>`` of an output file (the manifest's per-file fingerprint; ~10x cheaper than sha256 on the
+    ~1 MB a sample writes at 1600x1064)."""
+    return file_digest(path)
