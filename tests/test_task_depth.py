@@ -15,7 +15,7 @@ from conftest import make_source, textured_rgb
 from ssrl_plugin.core import DepthMap, Source
 from ssrl_plugin.errors import ConfigError, Reject
 from ssrl_plugin.imaging import decode_image, encode_image
-from ssrl_plugin.tasks.depth_common import DepthField, nan_quantiles, prepare_depth, window_stats
+from ssrl_plugin.tasks.depth_common import DepthField, exact_percentiles, nan_quantiles, prepare_depth, window_stats
 from ssrl_plugin.tasks.depth_order import PAPER_BANDS, PERMUTATIONS, DepthOrderTask
 
 SIZES = [(240, 320), (241, 333), (480, 640), (333, 250), (301, 417), (128, 171)]
@@ -301,3 +301,15 @@ def test_generation_time_on_640x480():
         TASK.generate(source, np.random.default_rng(i), i % 6)
     per_sample = (time.perf_counter() - start) / 20
     assert per_sample < 0.1, f"{per_sample * 1000:.1f} ms per sample"
+
+
+@pytest.mark.parametrize("maker", [
+    lambda rng: rng.random(400_000).astype(np.float32),
+    lambda rng: rng.lognormal(0.0, 2.0, 300_000).astype(np.float32),  # long tail: the high percentile moves
+    lambda rng: np.round(rng.random(250_000) * 7).astype(np.float32),  # heavy ties at every rank
+    lambda rng: np.concatenate([np.full(120_000, 2.5, np.float32), rng.random(500).astype(np.float32)]),
+])
+def test_exact_percentiles_equal_numpy_bit_for_bit(maker):
+    values = maker(np.random.default_rng(7))
+    for pcts in ((0.5, 99.5), (0.0, 100.0), (10.0, 90.0), (0.01, 99.99)):
+        assert exact_percentiles(values, pcts) == [float(v) for v in np.percentile(values, pcts)]

@@ -156,8 +156,53 @@ def _depth_field(depth: DepthMap, low_pct: float, high_pct: float) -> tuple:
         return far, valid, 0, None, None
     if n_valid != int(np.count_nonzero(depth.valid)):  # valid is a subset of depth.valid: equal counts = equal masks
         far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
-    lo, hi = (float(v) for v in np.percentile(far[valid], (low_pct, high_pct), overwrite_input=True))  # a temporary
+    lo, hi = exact_percentiles(far[valid], (low_pct, high_pct))
     return far, valid, n_valid, lo, hi
+
+
+_BRACKET_SAMPLE_STEP = 64  # every 64th value locates each wanted rank's neighbourhood
+_BRACKET_MIN_SIZE = 65_536  # below this a full partition is as cheap
+
+
+def exact_percentiles(values: np.ndarray, pcts: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, pcts)`` (linear interpolation), bit for bit, on a 1-D array without NaN.
+
+    A full partition of 500k depth values costs ~2.7 ms; the order statistics needed here (two adjacent ranks per
+    percentile) are instead found inside a narrow value bracket located on a strided sample: counting the values
+    below the bracket and partitioning the few inside it gives the same ranks exactly. If the sample misjudges a
+    bracket (it cannot contain the rank), the full partition is used, so the result never depends on luck.
+    """
+    n = values.size
+    if n < _BRACKET_MIN_SIZE:
+        return [float(v) for v in np.percentile(values, pcts)]
+    sample = np.sort(values[::_BRACKET_SAMPLE_STEP])
+    m = sample.size
+    slack = int(4 * math.sqrt(m)) + 2  # ~8 standard deviations of a sample rank
+    out = []
+    for pct in pcts:
+        pos = pct / 100.0 * (n - 1)
+        k = int(math.floor(pos))
+        ranks = (k, min(k + 1, n - 1))
+        centre = k * m // n
+        lo_v, hi_v = sample[max(0, centre - slack)], sample[min(m - 1, centre + slack)]
+        below = int(np.count_nonzero(values < lo_v))
+        inside = values[(values >= lo_v) & (values <= hi_v)]
+        if not (below <= ranks[0] and ranks[1] < below + inside.size):
+            return [float(v) for v in np.percentile(values, pcts)]
+        inside.partition([r - below for r in ranks])
+        a, b = (float(inside[r - below]) for r in ranks)
+        out.append(_lerp_like_numpy(a, b, pos - k))
+    return out
+
+
+def _lerp_like_numpy(a: float, b: float, t: float) -> float:
+    """numpy's percentile interpolation, written as numpy writes it (so the bits agree)."""
+    return float(np.asarray(_np_lerp(np.float64(a), np.float64(b), np.float64(t))))
+
+
+def _np_lerp(a, b, t):
+    diff = b - a
+    return a + diff * t if t < 0.5 else b - diff * (1 - t)
 
 
 # Per-process memo of the pure functions of one depth map (its field, its window statistics), keyed by the identity of
