@@ -69,6 +69,7 @@ PAPER_FOV = {"zoom_in": 0.5, "context_0.25": 1.5, "context_0.5": 2.0, "rotate_cw
 ROTATIONS = {"rotate_cw": 90, "rotate_ccw": -90}  # degrees clockwise, as recorded in the metadata
 SCALE_MODES = ("balanced", "paper")
 ROTATE_WINDOWS = ("shifted", "crop")
+ENCODINGS = ("jpeg", "png", "webp")
 HOLE_FILL = (0, 0, 0)
 
 QUESTION = (
@@ -102,7 +103,9 @@ class CropConfig(TaskConfig):
     rotate_window: str = "shifted"  # "shifted": rotations turn windows of their own; "crop": the crop (paper)
     rotate_shift_min: float = 0.25  # offset of a rotation window's centre from the crop's (Chebyshev, units of s)
     rotate_shift_max: float = 0.75
-    equalize: bool = True  # match brightness, contrast and sharpness across the four options
+    equalize: bool = True  # match brightness, contrast, sharpness and stored size across the four options
+    equalize_format: str = "jpeg"  # the encoding the options are stored with (output.image_format)
+    equalize_quality: int = 95  # and its quality (output.jpeg_quality)
     equalize_jitter: float = 0.05  # each option's own target: +-5 % (log) around the common one (brightness +-1.25)
     equalize_tol: float = 0.01  # matching tolerance (log scale; brightness: 25x that in grey levels)
 
@@ -153,6 +156,12 @@ class CropConfig(TaskConfig):
             f"{key}.rotate_shift_max",
             f"must be in [rotate_shift_min ({self.rotate_shift_min}), 2], got {self.rotate_shift_max}",
         )
+        check(
+            self.equalize_format in ENCODINGS,
+            f"{key}.equalize_format",
+            f"must be one of {list(ENCODINGS)}, got {self.equalize_format!r}",
+        )
+        check(1 <= self.equalize_quality <= 100, f"{key}.equalize_quality", f"must be in [1, 100], got {self.equalize_quality}")
         check(0 <= self.equalize_jitter <= 0.2, f"{key}.equalize_jitter", f"must be in [0, 0.2], got {self.equalize_jitter}")
         check(0.001 <= self.equalize_tol <= 0.05, f"{key}.equalize_tol", f"must be in [0.001, 0.05], got {self.equalize_tol}")
 
@@ -322,6 +331,9 @@ def pixel_stats(img: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ statistics equalisation
 LUMA_RANGE = (-3.0, 1.0)  # detail knob k: luma y - k (y - b(y)), b = the [1, 4, 6, 4, 1] / 16 binomial blur (variance
 # 1 px^2 per axis, two passes of [1, 2, 1] / 4): k = 1 is b(y), 0 < k < 1 a mix, k < 0 an unsharp mask of amount -k
+CHROMA_RANGE = (-4.0, 1.0)  # chroma knob: chroma residual c - k (c - b(c)), the same form as the luma knob
+CHROMA_SLOPE = -0.06  # typical d log bytes / d chroma knob (demo and COCO-like pictures): the first secant step
+MAX_ENCODES = 3  # encodes per option for the byte size: the measurement, then at most two secant steps
 MAX_PASSES = 3  # renders per option: the closed-form solve, then up to two corrections for rounding and clipping
 
 
@@ -354,7 +366,8 @@ class _Equalizer:
         self.mean_h = _mean(self.h)
         self.V, self.D, self.E = _moments(self.y, self.h)
         self.A, self.B, self.C = _moments(_laplacian(self.y), _laplacian(self.h))
-        self.gain, self.offset, self.k = 1.0, 0.0, 0.0
+        self.gain, self.offset, self.k, self.kc = 1.0, 0.0, 0.0, 0.0
+        self._hc: np.ndarray | None = None
 
     def stats(self) -> np.ndarray:
         """[mean grey, log grey std, log Laplacian variance] of the unedited option, from the moments."""
@@ -392,27 +405,41 @@ class _Equalizer:
         # gain * (y_k - mean(y_k)) + mean(y_k) + offset, with y_k = mean_y + self.y - k h and mean(y_k) = mean_y - k mean_h
         level = self.mean_y + self.offset + (self.gain - 1.0) * self.k * self.mean_h
         y = (self.y - f(self.k) * self.h) * f(self.gain) + f(level)
-        return _to_uint8(y[..., None] + self.c)
+        if self.kc == 0.0:
+            return _to_uint8(y[..., None] + self.c)
+        if self._hc is None:
+            self._hc = self.c - _binomial(_binomial(self.c))
+        return _to_uint8(y[..., None] + (self.c - f(self.kc) * self._hc))
 
 
-def equalize_options(options: list[np.ndarray], rng: np.random.Generator, jitter: float,
+def _log_bytes(img: np.ndarray, fmt: str, quality: int) -> float:
+    from ..imaging import encode_image
+
+    return float(np.log(len(encode_image(Image.fromarray(img), fmt, quality))))
+
+
+def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: str, quality: int, jitter: float,
                      tol: float) -> tuple[list[np.ndarray], list[dict[str, Any]], dict[str, Any]]:
-    """Give the options the same brightness, contrast and sharpness, each within its own target.
+    """Give the options the same brightness, contrast, sharpness and stored byte size, each within its own target.
 
     1. the common target is the mean of the four options' [mean grey, log grey std, log Laplacian variance];
     2. each option draws its own target uniformly within +-``jitter`` of it (brightness: +-25 * jitter grey levels),
        so the small misses of the matching are random and say nothing about which option is which;
     3. luma offset, gain and detail knob are solved in closed form (see ``_Equalizer``) on the float option; the
        rounded 8-bit option is measured, and where clipping or rounding left it outside the tolerance the aim is
-       moved past the target by the miss and solved again (at most ``MAX_PASSES`` renders).
+       moved past the target by the miss and solved again (at most ``MAX_PASSES`` renders);
+    4. byte size as stored (``fmt``, ``quality``), which the grey statistics do not pin down: each option is
+       encoded once, the byte target is the mean of the four (+ jitter), and the chroma knob (chroma only, so the
+       grey image is untouched up to rounding) takes secant steps from a typical slope, at most ``MAX_ENCODES``
+       encodes per option.
     """
     eqs = [_Equalizer(o) for o in options]
-    jit = rng.uniform(-1.0, 1.0, size=(len(options), 3)) * np.array([25.0 * jitter, jitter, jitter])
+    jit = rng.uniform(-1.0, 1.0, size=(len(options), 4)) * np.array([25.0 * jitter, jitter, jitter, jitter])
     tols = np.array([25.0 * tol, tol, tol])
     common = np.mean([eq.stats() for eq in eqs], axis=0)
-    images, records = [], []
+    images, records, done = [], [], []
     for eq, j in zip(eqs, jit):
-        target = common + j
+        target = common + j[:3]
         aim = target.copy()
         best = None
         for passes in range(1, MAX_PASSES + 1):
@@ -421,30 +448,75 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, jitter
             st = pixel_stats(img)
             miss = float(np.max(np.abs(st - target) / tols))
             if best is None or miss < best[0]:
-                best = (miss, img, st, eq.k, eq.gain, eq.offset)
+                best = (miss, img, st, eq.k, eq.gain, eq.offset, aim)
             if miss <= 1.0:
                 break
             aim = aim + (target - st)
-        miss, img, st, eq.k, eq.gain, eq.offset = best
+        miss, img, st, eq.k, eq.gain, eq.offset, aim = best
+        done.append((img, st, target, passes, aim))
+    first = [_log_bytes(img, fmt, quality) for img, *_ in done]
+    common_bytes = float(np.mean(first))
+    for eq, j, (img, st, target, passes, aim), b in zip(eqs, jit, done, first):
+        byte_target, kc, encodes = common_bytes + j[3], 0.0, 1
+        best_b = (abs(b - byte_target), img, b, 0.0)
+        slope, prev = CHROMA_SLOPE, None
+        while encodes < MAX_ENCODES and best_b[0] > tol:
+            if prev is not None and prev[0] != kc:
+                measured = (b - prev[1]) / (kc - prev[0])
+                if 4 * CHROMA_SLOPE <= measured <= CHROMA_SLOPE / 4:  # a plausible secant slope
+                    slope = measured
+            new = float(np.clip(kc - (b - byte_target) / slope, *CHROMA_RANGE))
+            if new == kc:
+                break  # the end of the knob's range: the target cannot be reached
+            prev, kc = (kc, b), new
+            eq.kc = kc
+            img_c = eq.render()
+            b = _log_bytes(img_c, fmt, quality)
+            encodes += 1
+            if abs(b - byte_target) < best_b[0]:
+                best_b = (abs(b - byte_target), img_c, b, kc)
+        _, img, b, eq.kc = best_b
+        if eq.kc != 0.0:
+            st = pixel_stats(img)  # what rounding and clipping of the chroma edit did to the grey statistics
+            if np.any(np.abs(st - target) > tols):  # one more luma solve, with the chroma edit in place
+                kept = (eq.k, eq.gain, eq.offset)
+                eq.solve(aim + (target - st))
+                img_l = eq.render()
+                st_l = pixel_stats(img_l)
+                passes += 1
+                if np.max(np.abs(st_l - target) / tols) < np.max(np.abs(st - target) / tols):
+                    img, st, b = img_l, st_l, _log_bytes(img_l, fmt, quality)
+                    encodes += 1
+                else:  # the records must describe the option that is kept
+                    eq.k, eq.gain, eq.offset = kept
+        target = np.append(target, byte_target)
+        st = np.append(st, b)
+        miss = float(np.max(np.abs(st - target) / np.append(tols, tol)))
         images.append(img)
         records.append({
             "luma_offset": round(eq.offset, 3),
             "luma_gain": round(eq.gain, 4),
             "luma_detail": round(float(eq.k), 4),
-            "pixels": [round(float(st[0]), 3), round(float(np.exp(st[1])), 3), round(float(np.exp(st[2])), 3)],
-            "target": [round(float(target[0]), 3), round(float(np.exp(target[1])), 3), round(float(np.exp(target[2])), 3)],
+            "chroma_detail": round(float(eq.kc), 4),
+            "pixels": [round(float(st[0]), 3), round(float(np.exp(st[1])), 3), round(float(np.exp(st[2])), 3),
+                       int(round(float(np.exp(st[3]))))],
+            "target": [round(float(target[0]), 3), round(float(np.exp(target[1])), 3), round(float(np.exp(target[2])), 3),
+                       int(round(float(np.exp(target[3]))))],
             "matched": bool(miss <= 1.0),
             "passes": passes,
+            "encodes": encodes,
         })
     summary = {
-        "measured_on": "the 8-bit option pixels, before encoding",
-        "stats": ["mean grey", "grey std", "laplacian variance"],
+        "measured_on": "grey statistics: the 8-bit option pixels, before encoding; bytes: the encoded option",
+        "stored_as": f"{fmt} q{quality}" if fmt == "jpeg" else fmt,
+        "stats": ["mean grey", "grey std", "laplacian variance", "bytes"],
         "common_target": [round(float(common[0]), 3), round(float(np.exp(common[1])), 3),
-                          round(float(np.exp(common[2])), 3)],
+                          round(float(np.exp(common[2])), 3), int(round(float(np.exp(common_bytes))))],
         "jitter": jitter,
         "tol": tol,
         "knobs": ("luma y -> gain * (y_k - mean) + brightness, y_k = y - k (y - b(y)), b the [1, 4, 6, 4, 1] / 16 blur: k in [-3, 1], k > 0 "
-                  "blurs, k < 0 an unsharp mask; offset, gain and k solved in closed form; chroma untouched"),
+                  "blurs, k < 0 an unsharp mask; offset, gain and k solved in closed form; chroma c -> c - kc (c - b(c)), "
+                  "kc in [-4, 1], by secant steps on the encoded size"),
         "all_matched": all(r["matched"] for r in records),
     }
     return images, records, summary
@@ -612,7 +684,8 @@ class CropTask(Task):
         summary = None
         opts = [true] + distractors
         if cfg.equalize:
-            images, records, summary = equalize_options([o.image for o in opts], rng, cfg.equalize_jitter, cfg.equalize_tol)
+            images, records, summary = equalize_options([o.image for o in opts], rng, cfg.equalize_format,
+                                                        cfg.equalize_quality, cfg.equalize_jitter, cfg.equalize_tol)
             for o, img, rec in zip(opts, images, records):
                 o.image, o.equalize = img, rec
         else:
