@@ -60,8 +60,10 @@ def _as_2d(arr: Any, path: str | os.PathLike, what: str = "depth") -> np.ndarray
 
 
 def _load_npy(path: str | os.PathLike, what: str = "depth") -> np.ndarray:
+    """A read-only memory map of the .npy: the first pass over it (the validity test) pages the file in, which costs
+    a third of reading it into a fresh array first (3 MB: ~0.6 against ~2 ms here)."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
     except (OSError, ValueError, EOFError) as e:
@@ -192,7 +194,7 @@ def read_diode_depth(depth_path: str | os.PathLike, mask_path: str | os.PathLike
         if mask.shape != raw.shape:
             raise _fail(mask_path, f"mask shape {tuple(mask.shape)} differs from depth {depth_path} shape {tuple(raw.shape)}")
     return finish_depth(raw, depth_path, scale=scale, invalid_value=invalid_value, mask=mask,
-                        min_valid_fraction=min_valid_fraction, overwrite_input=True)
+                        min_valid_fraction=min_valid_fraction)  # raw is a read-only map: finish_depth copies it
 
 
 def read_megadepth_depth(path: str | os.PathLike, *, scale: float = 1.0,
