@@ -232,10 +232,14 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
     for _ in range(stats.position):  # a resumed build replays the plan up to where it stopped
         next(planner)
     active = {t for t in limit if built[t] < quotas[t] and not all(r.id in bad_sources for r in pools[pool_of[t]])}
-    while active:
+    in_flight: Counter = Counter()  # candidates per task pulled but not consumed yet
+
+    def pull() -> tuple[list[tuple[int, Candidate]], list[list[Candidate]], Iterator[list[tuple]]] | None:
+        """The next window, submitted to the executor at once (a pool starts on it while the caller consumes the
+        previous one). Only what can still be needed is pulled: no further ahead than what is missing if every
+        candidate in flight succeeds. The window's size changes the work, never the output."""
+        size = min(config.window, sum(max(0, quotas[t] - built[t] - in_flight[t]) for t in active))
         window: list[tuple[int, Candidate]] = []
-        # no further ahead than what is still missing: the window's size changes the work, never the output
-        size = min(config.window, sum(quotas[t] - built[t] for t in active))
         while len(window) < size and active:
             cand = next(planner)
             if cand.task not in active:
@@ -245,14 +249,21 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
                 continue
             if cand.source.id not in bad_sources:
                 window.append((planner.pulled, cand))
-        results = {}
+        if not window:
+            return None
+        in_flight.update(c.task for _, c in window)
         jobs = group_visits([c for _, c in window])
-        for job, job_results in zip(jobs, executor.map(jobs)):
+        return window, jobs, executor.map(jobs)
+
+    def consume(window: list[tuple[int, Candidate]], jobs: list[list[Candidate]], mapped: Iterator[list[tuple]]) -> None:
+        results = {}
+        for job, job_results in zip(jobs, mapped):
             results.update({(c.task, c.index): r for c, r in zip(job, job_results)})
         for position, cand in window:
+            in_flight[cand.task] -= 1
             result = results[(cand.task, cand.index)]
             if built[cand.task] >= quotas[cand.task]:
-                continue  # computed ahead within the window, not needed
+                continue  # computed ahead, not needed
             kind = result[0]
             if kind == "source_error":
                 bad_sources.setdefault(cand.source.id, result[1])
@@ -274,10 +285,19 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
                 for reason in result[1]:
                     stats.rejected[cand.task][reason] += 1
                 stats.rejected[cand.task]["gave_up_after_attempts"] += 1
+
+    # Two windows overlap: the next one is pulled (from what is known before the current one is consumed) and
+    # running while the current one's records are written. Pulling skips only tasks already complete and sources
+    # already known bad, and consumption follows plan order, so the rows are those of one window at a time.
+    current = pull() if active else None
+    while current is not None:
+        ahead = pull() if active else None
+        consume(*current)
         # planning state changes only here, between windows
         for task in list(active):
             if built[task] >= quotas[task] or all(r.id in bad_sources for r in pools[pool_of[task]]):
                 active.discard(task)
+        current = ahead if ahead is not None else (pull() if active else None)
     stats.shortfall = {t: quotas[t] - built[t] for t in quotas if built[t] < quotas[t]}
     return stats
 
