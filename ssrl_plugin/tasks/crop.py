@@ -33,11 +33,14 @@ Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-on
   typical ones). Each option therefore gets a luma offset and gain and a luma blur or unsharp mask that hit a
   brightness, contrast and sharpness target, solved in closed form on the float pixels (the Laplacian is linear,
   so sharpness after the gain is a ratio of two quadratics in the blur knob: a quadratic equation) and checked on
-  the rounded 8-bit option (rounding and clipping: at most two corrections). Chroma is left alone. The targets are
-  the mean of the four, each option drawing its own within +-``equalize_jitter`` (log scale; brightness: 25x that
-  in grey levels), so the small misses of the matching carry no information. Byte size is not matched: with the
-  rest matched, ``ssrl audit``'s byte solvers stay at chance; JPEG q95 raises every option's sharpness alike
-  (~15 %, spread ~2 % within a sample). The true crop is edited like the others; geometry is never touched.
+  the rounded 8-bit option (rounding and clipping: at most two corrections). The encoded byte size still differs
+  with the rest matched (the COCO-like audit's byte solver found the crop 31 % of the time), so each option is
+  encoded once as it will be stored (``equalize_format`` / ``equalize_quality``: keep them equal to
+  ``output.image_format`` / ``output.jpeg_quality``) and a chroma-only blur or sharpening (the grey image is left
+  alone up to rounding) takes at most two secant steps towards a byte target. The targets are the mean of the
+  four, each option drawing its own within +-``equalize_jitter`` (log scale; brightness: 25x that in grey levels),
+  so the small misses of the matching carry no information. JPEG q95 raises every option's sharpness alike (~15 %,
+  spread ~2 % within a sample). The true crop is edited like the others; geometry is never touched.
 - Context windows that would cross the border are shifted inside the image, kept square and full size, never
   clipped and stretched; a window that does not fit makes that method unavailable for the sample.
 - A distractor that looks like the true crop (self-similar texture; with ``rotate_window: crop`` rotation-symmetric
