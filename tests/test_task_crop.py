@@ -575,3 +575,17 @@ def test_paper_preset_reproduces_the_paper_construction():
             elif o["method"].startswith("rotate"):
                 assert o["window"] == box and not o["shifted"]
                 assert np.array_equal(np.asarray(im), np.rot90(true, k=-1 if o["rotation"] == 90 else 1))
+
+
+def test_bytes_measured_while_equalising_are_the_stored_bytes(rgb_source):
+    """The options' encodings made to match their sizes are what the writer stores: equal to a fresh encoding with
+    the same settings, and ignored (encoded afresh) when the output settings differ."""
+    from data_builders.records import encoded_images
+    from ssrl_plugin.imaging import encode_image
+
+    sample = CropTask().generate(rgb_source(3), np.random.default_rng(0), 1)
+    assert sample.encoded_as == ("jpeg", 95) and sample.encoded[0] is None and all(sample.encoded[1:])
+    fresh = [encode_image(im, "jpeg", 95) for im in sample.images]
+    assert encoded_images(sample, "jpeg", 95) == fresh
+    assert encoded_images(sample, "jpeg", 80) == [encode_image(im, "jpeg", 80) for im in sample.images]
+    assert encoded_images(sample, "png", 95) == [encode_image(im, "png", 95) for im in sample.images]

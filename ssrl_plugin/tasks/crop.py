@@ -181,6 +181,7 @@ class _Option:
     image: np.ndarray  # float32 RGB, side x side: the resampled, blurred option (uint8 once finished)
     fov: float  # window side / crop side
     equalize: dict[str, Any] | None = None
+    encoded: bytes | None = None  # the option as stored (equalize_format / equalize_quality), measured while matching
 
 
 def _hole_widths(side: int) -> int:
@@ -415,15 +416,18 @@ class _Equalizer:
         return _to_uint8(y[..., None] + (self.c - f(self.kc) * self._hc))
 
 
-def _log_bytes(img: np.ndarray, fmt: str, quality: int) -> float:
+def _encoded(img: np.ndarray, fmt: str, quality: int) -> tuple[float, bytes]:
+    """(log of the stored size, the stored bytes): the bytes of the option finally kept are the sample's own."""
     from ..imaging import encode_image
 
-    return float(np.log(len(encode_image(Image.fromarray(img), fmt, quality))))
+    data = encode_image(Image.fromarray(img), fmt, quality)
+    return float(np.log(len(data))), data
 
 
 def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: str, quality: int, jitter: float,
-                     tol: float) -> tuple[list[np.ndarray], list[dict[str, Any]], dict[str, Any]]:
+                     tol: float) -> tuple[list[np.ndarray], list[dict[str, Any]], dict[str, Any], list[bytes]]:
     """Give the options the same brightness, contrast, sharpness and stored byte size, each within its own target.
+    Returns the options, their records, a summary and each option's encoding as ``fmt`` / ``quality``.
 
     1. the common target is the mean of the four options' [mean grey, log grey std, log Laplacian variance];
     2. each option draws its own target uniformly within +-``jitter`` of it (brightness: +-25 * jitter grey levels),
@@ -457,11 +461,12 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
             aim = aim + (target - st)
         miss, img, st, eq.k, eq.gain, eq.offset, aim = best
         done.append((img, st, target, passes, aim))
-    first = [_log_bytes(img, fmt, quality) for img, *_ in done]
-    common_bytes = float(np.mean(first))
-    for eq, j, (img, st, target, passes, aim), b in zip(eqs, jit, done, first):
+    first = [_encoded(img, fmt, quality) for img, *_ in done]
+    common_bytes = float(np.mean([b for b, _ in first]))
+    stored = []
+    for eq, j, (img, st, target, passes, aim), (b, data) in zip(eqs, jit, done, first):
         byte_target, kc, encodes = common_bytes + j[3], 0.0, 1
-        best_b = (abs(b - byte_target), img, b, 0.0)
+        best_b = (abs(b - byte_target), img, b, 0.0, data)
         slope, prev = CHROMA_SLOPE, None
         while encodes < MAX_ENCODES and best_b[0] > tol:
             if prev is not None and prev[0] != kc:
@@ -474,11 +479,11 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
             prev, kc = (kc, b), new
             eq.kc = kc
             img_c = eq.render()
-            b = _log_bytes(img_c, fmt, quality)
+            b, data = _encoded(img_c, fmt, quality)
             encodes += 1
             if abs(b - byte_target) < best_b[0]:
-                best_b = (abs(b - byte_target), img_c, b, kc)
-        _, img, b, eq.kc = best_b
+                best_b = (abs(b - byte_target), img_c, b, kc, data)
+        _, img, b, eq.kc, data = best_b
         if eq.kc != 0.0:
             st = pixel_stats(img)  # what rounding and clipping of the chroma edit did to the grey statistics
             if np.any(np.abs(st - target) > tols):  # one more luma solve, with the chroma edit in place
@@ -488,7 +493,8 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
                 st_l = pixel_stats(img_l)
                 passes += 1
                 if np.max(np.abs(st_l - target) / tols) < np.max(np.abs(st - target) / tols):
-                    img, st, b = img_l, st_l, _log_bytes(img_l, fmt, quality)
+                    img, st = img_l, st_l
+                    b, data = _encoded(img_l, fmt, quality)
                     encodes += 1
                 else:  # the records must describe the option that is kept
                     eq.k, eq.gain, eq.offset = kept
@@ -496,6 +502,7 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
         st = np.append(st, b)
         miss = float(np.max(np.abs(st - target) / np.append(tols, tol)))
         images.append(img)
+        stored.append(data)
         records.append({
             "luma_offset": round(eq.offset, 3),
             "luma_gain": round(eq.gain, 4),
@@ -522,7 +529,7 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
                   "kc in [-4, 1], by secant steps on the encoded size"),
         "all_matched": all(r["matched"] for r in records),
     }
-    return images, records, summary
+    return images, records, summary, stored
 
 
 # ------------------------------------------------------------------------------------------------------- the task
@@ -687,10 +694,11 @@ class CropTask(Task):
         summary = None
         opts = [true] + distractors
         if cfg.equalize:
-            images, records, summary = equalize_options([o.image for o in opts], rng, cfg.equalize_format,
-                                                        cfg.equalize_quality, cfg.equalize_jitter, cfg.equalize_tol)
-            for o, img, rec in zip(opts, images, records):
-                o.image, o.equalize = img, rec
+            images, records, summary, stored = equalize_options(
+                [o.image for o in opts], rng, cfg.equalize_format, cfg.equalize_quality, cfg.equalize_jitter,
+                cfg.equalize_tol)
+            for o, img, rec, data in zip(opts, images, records, stored):
+                o.image, o.equalize, o.encoded = img, rec, data
         else:
             for o in opts:
                 o.image = _to_uint8(o.image)
@@ -733,6 +741,8 @@ class CropTask(Task):
             variant=self.name,
             question=QUESTION,
             images=[hole_img] + [Image.fromarray(o.image) for o in order],
+            encoded=[None] + [o.encoded for o in order] if summary else None,
+            encoded_as=(cfg.equalize_format, cfg.equalize_quality) if summary else None,
             answer=answer,
             metadata=metadata,
             options={letter: o.method for letter, o in zip(LETTERS, order)},
