@@ -146,16 +146,15 @@ def _depth_field(depth: DepthMap, low_pct: float, high_pct: float) -> tuple:
     """(far, valid, n_valid, lo, hi) of :func:`prepare_depth`; lo/hi are None when nothing is valid."""
     if depth.kind == "inverse":
         far = depth.farness()
-    else:  # DepthMap.farness() without its second pass: the values where valid, NaN elsewhere
-        far = depth.values.astype(np.float32, copy=True)
-        np.copyto(far, np.float32(np.nan), where=~depth.valid)
-    # far is NaN wherever the map is invalid, so this is ``depth.valid & isfinite(far) & (far > 0)``
-    valid = (far > 0) & (far < np.inf)
+    else:  # x / True = x where valid, 0 / False = NaN where the readers stored 0: one pass, no mask copy
+        with np.errstate(divide="ignore", invalid="ignore"):
+            far = np.divide(depth.values, depth.valid, dtype=np.float32)
+    valid = (far > 0) & (far < np.inf)  # = depth.valid & isfinite & positive, whatever the invalid pixels held
     n_valid = int(np.count_nonzero(valid))
+    if int(np.count_nonzero(np.isnan(far))) != far.size - n_valid:  # an invalid pixel is not NaN (inf, <= 0)
+        np.copyto(far, np.float32(np.nan), where=~valid)
     if n_valid == 0:
         return far, valid, 0, None, None
-    if n_valid != int(np.count_nonzero(depth.valid)):  # valid is a subset of depth.valid: equal counts = equal masks
-        far = np.where(valid, far, np.float32(np.nan)).astype(np.float32, copy=False)
     lo, hi = exact_percentiles(far[valid], (low_pct, high_pct))
     return far, valid, n_valid, lo, hi
 
@@ -337,9 +336,10 @@ def _window_stats(field: DepthField, xs: np.ndarray, ys: np.ndarray, half: int, 
     at0, at1 = np.searchsorted(edges, c0), np.searchsorted(edges, c1)
     sums = []
     for layer in (valid, far0, np.square(far0)):
-        seg = np.add.reduceat(layer, starts, axis=1, dtype=np.float64)
+        # float32 within a segment (at most ~window / step values), float64 from there on
+        seg = np.add.reduceat(layer, starts, axis=1, dtype=np.float32 if layer.dtype == np.float32 else np.int32)
         prefix = np.zeros((rows, edges.size), np.float64)
-        np.cumsum(seg[:, : edges.size - 1], axis=1, out=prefix[:, 1:])
+        np.cumsum(seg[:, : edges.size - 1], axis=1, dtype=np.float64, out=prefix[:, 1:])
         down = np.zeros((rows + 1, xs.size), np.float64)
         np.cumsum(prefix[:, at1] - prefix[:, at0], axis=0, out=down[1:])  # (rows, nx) window-row sums, summed down
         sums.append((down[r1] - down[r0]).ravel())  # (ny, nx) flattened
