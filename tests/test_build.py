@@ -66,6 +66,19 @@ def test_rows_are_consistent_and_load_with_datasets(demo_dataset):
         assert "\\boxed{}" in content  # verl has no format prompt: the instruction is in the prompt
 
 
+def test_image_bytes_are_stored_uncompressed_and_text_with_zstd(demo_dataset):
+    out, manifest = demo_dataset
+    for layout in ("easyr1", "verl"):
+        for path in sorted((out / layout).glob("*.parquet")):
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                chunks = {meta.row_group(g).column(c).path_in_schema: meta.row_group(g).column(c).compression
+                          for c in range(meta.num_columns)}
+                assert chunks.pop("images.list.element.bytes") == "UNCOMPRESSED"
+                assert set(chunks.values()) == {"ZSTD"}, chunks
+    assert all(v.startswith("xxh3_128:") for v in manifest["files"].values())
+
+
 def test_train_and_val_never_share_a_source(demo_dataset):
     out, manifest = demo_dataset
     ids = {s: {json.loads(r["metadata"])["source"]["id"] for r in read_rows(out, "easyr1", s)} for s in ("train", "val")}
