@@ -32,7 +32,9 @@ from ssrl_plugin.seeding import key_to_int
 from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
 
 from .records import Record, encode
-from .writers import DatasetWriter, file_hash
+from ssrl_plugin.imaging import file_digest
+
+from .writers import DatasetWriter
 
 SPLITS = ("train", "val")
 OUTPUT_ENTRIES = ("easyr1", "verl", "sft", "images", "manifest.json", ".ssrl_build_state.json")
@@ -491,11 +493,11 @@ def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], split_st
             answers[task].update(c)
         for task, c in st.rejected.items():
             rejected[task].update(c)
-    file_hashes = {str(p.relative_to(out)): file_hash(p) for p in sorted(files)}
+    file_hashes = {str(p.relative_to(out)): file_digest(p) for p in sorted(files)}
     if not config.output.embed_images:
         for p in sorted((out / "images").rglob("*")):
             if p.is_file():
-                file_hashes[str(p.relative_to(out))] = file_hash(p)
+                file_hashes[str(p.relative_to(out))] = file_digest(p)
     content = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(file_hashes.items())).encode()).hexdigest()
     n = sum(total.values())
     skipped = [{"path": p, "reason": r} for p, r in pools.skipped]

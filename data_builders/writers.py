@@ -10,12 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
-from ssrl_plugin.imaging import file_digest
 
 from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
 from .sft import SftWriter
 
 ROW_GROUP = 256
+
+
 def leaf_columns(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
     """Parquet column paths of ``schema``'s leaves (``images.list.element.bytes``...) with their types."""
     def walk(prefix: str, t: pa.DataType) -> list[tuple[str, pa.DataType]]:
@@ -24,6 +25,7 @@ def leaf_columns(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
         if pa.types.is_list(t) or pa.types.is_large_list(t):
             return walk(f"{prefix}.list.element", t.value_type)
         return [(prefix, t)]
+
     return [c for f in schema for c in walk(f.name, f.type)]
 
 
@@ -157,9 +159,3 @@ class DatasetWriter:
     def close(self) -> list[Path]:
         files = [p for w in self.writers.values() for p in w.close()]
         return files + (self.sft.close() if self.sft is not None else [])
-
-
-def file_hash(path: Path) -> str:
-    """``xxh3_128:<hex>`` of an output file (the manifest's per-file fingerprint; ~10x cheaper than sha256 on the
-    ~1 MB a sample writes at 1600x1064)."""
-    return file_digest(path)

@@ -29,7 +29,7 @@ import xxhash
 
 from .core import DepthMap, Source
 from .errors import SourceError
-from .imaging import DIGEST
+from .imaging import digest_text
 from .seeding import rng_for
 from .sources import LoadOptions, SourceRef
 
@@ -104,7 +104,7 @@ def load_demo(ref: SourceRef, opts: LoadOptions) -> Source:
         digest.update(depth.values.astype(np.float32).tobytes())
         info.update(depth_kind="metric", valid_fraction=float(np.count_nonzero(depth.valid) / depth.valid.size))
     info.update(extra_info)
-    return Source(id=ref.id, rgb=rgb, digest=f"{DIGEST}:{digest.hexdigest()}", depth=depth, info=info)
+    return Source(id=ref.id, rgb=rgb, digest=digest_text(digest), depth=depth, info=info)
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:

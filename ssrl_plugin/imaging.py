@@ -225,11 +225,16 @@ def update_digest(digest: Any, *paths: str | os.PathLike) -> None:
                 digest.update(chunk)
 
 
+def digest_text(digest: Any) -> str:
+    """``"xxh3_128:<hex>"``: how a fingerprint is recorded (sources, output files)."""
+    return f"{DIGEST}:{digest.hexdigest()}"
+
+
 def file_digest(*paths: str | os.PathLike) -> str:
-    """``"xxh3_128:<hex>"`` of the concatenated bytes of ``paths``: the fingerprint recorded for every source."""
+    """The recorded fingerprint (:func:`digest_text`) of the concatenated bytes of ``paths``."""
     digest = xxhash.xxh3_128()
     update_digest(digest, *paths)
-    return f"{DIGEST}:{digest.hexdigest()}"
+    return digest_text(digest)
 
 
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 95) -> bytes:

@@ -18,7 +18,7 @@ import xxhash
 from .core import DEPTH_KINDS, DepthMap, Source
 from .depth_io import load_depth
 from .errors import ConfigError, SourceError
-from .imaging import DIGEST, decode_rgb_file, update_digest
+from .imaging import decode_rgb_file, digest_text, update_digest
 
 
 @dataclass
@@ -445,7 +445,7 @@ def load_source(ref: SourceRef, opts: LoadOptions) -> Source:
             update_digest(digest, *(p for p in (ref.depth_path, ref.mask_path) if p))
         except OSError as e:
             raise SourceError(f"{ref.depth_path}: cannot read depth files ({e.strerror or e})") from None
-    return Source(id=ref.id, rgb=rgb, digest=f"{DIGEST}:{digest.hexdigest()}", depth=depth, info=info, pil=image)
+    return Source(id=ref.id, rgb=rgb, digest=digest_text(digest), depth=depth, info=info, pil=image)
 
 
 def _aligned_depth(ref: SourceRef, opts: LoadOptions, rgb_shape: tuple[int, int], orig_size: list[int],

@@ -317,11 +317,6 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def laplacian_var(grey: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian over the interior (the audit's sharpness)."""
-    return float(_laplacian(np.asarray(grey, np.float64)).var())
-
-
 def pixel_stats(img: np.ndarray) -> np.ndarray:
     """[mean grey, log grey std, log Laplacian variance] of an 8-bit RGB option (grey in float32, as the audit)."""
     g = _mix(img, _GREY.astype(np.float32))

@@ -190,18 +190,14 @@ def exact_percentiles(values: np.ndarray, pcts: tuple[float, ...]) -> list[float
             return [float(v) for v in np.percentile(values, pcts)]
         inside.partition([r - below for r in ranks])
         a, b = (float(inside[r - below]) for r in ranks)
-        out.append(_lerp_like_numpy(a, b, pos - k))
+        out.append(_lerp(a, b, pos - k))
     return out
 
 
-def _lerp_like_numpy(a: float, b: float, t: float) -> float:
-    """numpy's percentile interpolation, written as numpy writes it (so the bits agree)."""
-    return float(np.asarray(_np_lerp(np.float64(a), np.float64(b), np.float64(t))))
-
-
-def _np_lerp(a, b, t):
+def _lerp(a: float, b: float, t: float) -> float:
+    """numpy's percentile interpolation, in numpy's own form (so the bits agree)."""
     diff = b - a
-    return a + diff * t if t < 0.5 else b - diff * (1 - t)
+    return float(a + diff * t if t < 0.5 else b - diff * (1 - t))
 
 
 # Per-process memo of the pure functions of one depth map (its field, its window statistics), keyed by the identity of
@@ -421,8 +417,8 @@ def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowCon
     Cheap screen first (box sums on a pixel lattice, :func:`window_stats`): valid fraction and std. A window whose
     std exceeds ``flat_tol`` has a large share of pixels away from its bulk (a depth edge, a thin pole), which a
     flat region must not have, so dropping it before the exact test is conservative. The screened windows then get
-    their exact valid fraction and percentiles over all their pixels in a random
-    order (drawn from ``rng``, so no position is favoured), a batch at a time, until ``enough(found)`` holds
+    their exact valid fraction and percentiles over all their pixels in a random order (drawn from ``rng``, so no
+    position is favoured), a batch at a time, until ``enough(found)`` holds
     (default: ``min_candidates`` flat windows) or ``max_candidates`` windows were examined. The result is a uniform
     random subset of the flat windows; examining all of them would cost ~15 ms a 1600x1064 map for nothing.
     """

@@ -4,7 +4,7 @@ An image is cut into an R x C grid after an EXPLICIT centre crop to a size divis
 rows and C-1 columns are dropped, split evenly between the two sides, and the crop box is recorded in the
 metadata (the reference dropped edge pixels silently). Cells are numbered in reading order ``k = i * C + j``.
 
-Generation-side helpers: :func:`make_grid`, :func:`cell_images`, :func:`thumbnails`,
+Generation-side helpers: :func:`make_grid`, :func:`thumbnails`,
 :func:`patch_std`, :func:`pairwise_mad`, :func:`draw_overlay`, :func:`position_names`.
 Verification-side helpers (used only by ``verify``, never by ``generate``): :func:`comparison_mask`,
 :func:`masked_rms`.
@@ -25,6 +25,7 @@ MAX_GRID_SIDE = 4  # up to 4x4, as the config contract allows
 GRID_RE = re.compile(r"^([1-9])x([1-9])(_mask)?$")
 
 BORDER_COLOR = render.RED  # the reference meant red (it passed BGR to an RGB API)
+Box = tuple[int, int, int, int]  # [x0, y0, x1, y1], end-exclusive
 THUMB_SIDE = 48  # shorter side of the thumbnails used for ambiguity statistics
 
 
@@ -96,15 +97,6 @@ def make_grid(height: int, width: int, rows: int, cols: int) -> Grid:
     return Grid(rows, cols, (x0, y0, x0 + cw, y0 + ch))
 
 
-def cell_images(image: Image.Image, grid: Grid) -> list[Image.Image]:
-    """The grid's cells cut from the source image in reading order (Pillow crops: one copy each, no round trip
-    through numpy, which costs two full-image conversions at 1600x1064)."""
-    return [image.crop(tuple(grid.cell_box(k))) for k in range(grid.count)]
-
-
-Box = tuple[int, int, int, int]
-
-
 def thumbnails(regions: list[tuple[Image.Image, Box]], side: int = THUMB_SIDE) -> np.ndarray:
     """(K, th, tw, 3) float32 box-averaged thumbnails of equal-sized ``(image, box)`` regions: each region reduced by
     the smallest integer factor that brings its shorter side to at most ``side`` (the few rightmost/bottom pixels
@@ -139,8 +131,8 @@ def patch_std(thumbs: np.ndarray) -> np.ndarray:
 
 def content_scale(thumbs: np.ndarray) -> float:
     """Standard deviation of all thumbnail pixels together (per channel, averaged): the whole crop's contrast."""
-    rows = _channels_last_to_rows(thumbs)
-    return float(rows.transpose(1, 0, 2).reshape(rows.shape[1], -1).std(axis=1).mean())
+    channels = thumbs.shape[-1]
+    return float(np.ascontiguousarray(thumbs.reshape(-1, channels).T).std(axis=1).mean())
 
 
 def pairwise_mad(thumbs: np.ndarray) -> np.ndarray:

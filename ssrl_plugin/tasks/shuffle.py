@@ -149,7 +149,6 @@ class ShuffleTask(Task):
         view = source.pil_view()
         stats = self._check_ambiguity(view, grid, masked_pos)
 
-        cells = G.cell_images(view, grid)
         masked_display = perm.index(masked_pos) if masked_pos is not None else None
         image = Image.new("RGB", grid.out_size)
         for d, original in enumerate(perm):  # display position d shows original cell perm[d]
@@ -157,7 +156,7 @@ class ShuffleTask(Task):
             if d == masked_display:
                 image.paste(MASK_COLOR, (x0, y0, x1, y1))
             else:
-                image.paste(cells[original], (x0, y0))
+                image.paste(view.crop(tuple(grid.cell_box(original))), (x0, y0))
         overlay = G.draw_overlay(image, grid, [str(d) for d in range(k)], cfg.label_fraction)
 
         answer_labels = [perm.index(pos) for pos in range(k)]
