@@ -29,11 +29,11 @@ from ssrl_plugin.dataset import Candidate, VisitPlanner, generate
 from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
+from ssrl_plugin.imaging import file_digest
 from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
 
+from .allocator import tune_for_build
 from .records import Record, encode
-from ssrl_plugin.imaging import file_digest
-
 from .writers import DatasetWriter
 
 SPLITS = ("train", "val")
@@ -99,6 +99,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: dict[str, Any]) -> None:
+    tune_for_build()
     _WORKER["seed"] = config["seed"]
     _WORKER["max_attempts"] = config["max_attempts"]
     _WORKER["load"] = LoadOptions(**config["source"])
@@ -153,6 +154,7 @@ class Executor:
     def __init__(self, config: dict[str, Any], workers: int):
         self.workers = workers
         self.pool = None
+        tune_for_build()  # the main process encodes and writes: the same temporaries
         if workers > 1:
             ctx = multiprocessing.get_context("spawn")
             self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))

@@ -314,7 +314,10 @@ def _laplacian(g: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    """Round and clip to 8 bits (``x`` itself is overwritten: callers pass a temporary)."""
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def pixel_stats(img: np.ndarray) -> np.ndarray:
@@ -367,6 +370,7 @@ class _Equalizer:
         self.A, self.B, self.C = _moments(_laplacian(self.y), _laplacian(self.h))
         self.gain, self.offset, self.k, self.kc = 1.0, 0.0, 0.0, 0.0
         self._hc: np.ndarray | None = None
+        self._luma: tuple[tuple[float, float, float], np.ndarray] | None = None
 
     def stats(self) -> np.ndarray:
         """[mean grey, log grey std, log Laplacian variance] of the unedited option, from the moments."""
@@ -401,14 +405,19 @@ class _Equalizer:
 
     def render(self) -> np.ndarray:
         f = self.y.dtype.type
-        # gain * (y_k - mean(y_k)) + mean(y_k) + offset, with y_k = mean_y + self.y - k h and mean(y_k) = mean_y - k mean_h
-        level = self.mean_y + self.offset + (self.gain - 1.0) * self.k * self.mean_h
-        y = (self.y - f(self.k) * self.h) * f(self.gain) + f(level)
+        knobs = (self.k, self.gain, self.offset)
+        if self._luma is None or self._luma[0] != knobs:  # chroma steps keep the luma: computed once for them
+            # gain * (y_k - mean(y_k)) + mean(y_k) + offset, y_k = mean_y + self.y - k h, mean(y_k) = mean_y - k mean_h
+            level = self.mean_y + self.offset + (self.gain - 1.0) * self.k * self.mean_h
+            self._luma = knobs, ((self.y - f(self.k) * self.h) * f(self.gain) + f(level))[..., None]
         if self.kc == 0.0:
-            return _to_uint8(y[..., None] + self.c)
+            return _to_uint8(self._luma[1] + self.c)
         if self._hc is None:
             self._hc = self.c - _binomial(_binomial(self.c))
-        return _to_uint8(y[..., None] + (self.c - f(self.kc) * self._hc))
+        chroma = self._hc * f(-self.kc)
+        chroma += self.c
+        chroma += self._luma[1]
+        return _to_uint8(chroma)
 
 
 def _encoded(img: np.ndarray, fmt: str, quality: int) -> tuple[float, bytes]:
@@ -563,24 +572,30 @@ class CropTask(Task):
         """Every way to give three distinct methods the fields of view ``fovs`` (ascending; None: the paper's),
         zoom_in one below 1, contexts ones above 1 (context_0.25 the smaller), rotations any, with its weight: the
         product of the method weights, shared equally by the ways of one method set."""
+        if fovs is None:
+            return [(tuple((m, PAPER_FOV[m]) for m in combo), weight) for combo, weight in self._method_sets()]
+        below = sum(f < 1 for f in fovs)  # fovs ascending: which ways fit depends on this count only
+        key = (below, tuple(sorted(self.config.distractor_weights.items())))
+        cache = self.__dict__.setdefault("_ways", {})
+        if key not in cache:
+            plans = []
+            for combo, weight in self._method_sets():
+                ways = set()
+                for perm in itertools.permutations(range(len(fovs))):
+                    got = dict(zip(combo, perm))
+                    if got.get("zoom_in", -1) >= below or any(got[m] < below for m in CONTEXT_MARGINS if m in got):
+                        continue
+                    if got.get("context_0.25", -1) > got.get("context_0.5", len(fovs)):
+                        continue
+                    ways.add(tuple(zip(combo, perm)))
+                plans += [(way, weight / len(ways)) for way in sorted(ways)]
+            cache[key] = plans
+        return [(tuple((m, fovs[i]) for m, i in way), weight) for way, weight in cache[key]]
+
+    def _method_sets(self) -> list[tuple[tuple[str, ...], float]]:
         w = self.config.distractor_weights
         names = [m for m in METHODS if w.get(m, 0) > 0]
-        plans = []
-        for combo in itertools.combinations(names, 3):
-            weight = float(np.prod([w[m] for m in combo]))
-            if fovs is None:
-                plans.append((tuple((m, PAPER_FOV[m]) for m in combo), weight))
-                continue
-            ways = set()
-            for perm in itertools.permutations(fovs):
-                got = dict(zip(combo, perm))
-                if got.get("zoom_in", 0.0) >= 1 or any(got[m] <= 1 for m in CONTEXT_MARGINS if m in got):
-                    continue
-                if got.get("context_0.25", 0.0) > got.get("context_0.5", np.inf):
-                    continue
-                ways.add(tuple(zip(combo, perm)))
-            plans += [(way, weight / len(ways)) for way in sorted(ways)]
-        return plans
+        return [(combo, float(np.prod([w[m] for m in combo]))) for combo in itertools.combinations(names, 3)]
 
     def _too_similar(self, img: np.ndarray, true: _Option) -> str | None:
         diff = float(np.abs(img - true.image).mean(dtype=np.float64))
@@ -650,7 +665,7 @@ class CropTask(Task):
         x0 = int(rng.integers(0, w - s + 1))
         y0 = int(rng.integers(0, h - s + 1))
         box: Box = (x0, y0, x0 + s, y0 + s)
-        crop = source.rgb[y0 : y0 + s : 2, x0 : x0 + s : 2].astype(np.float32)  # every 2nd pixel: the std is the same
+        crop = source.rgb[y0 : y0 + s : 2, x0 : x0 + s : 2]  # every 2nd pixel: the std is the same
         grey_std = float(_mix(crop, _GREY.astype(np.float32)).std(dtype=np.float64))  # float64 sums: no cancellation
         if grey_std < cfg.min_crop_std:
             raise Reject("crop/uniform_crop", f"grey std {grey_std:.1f} < {cfg.min_crop_std}")
