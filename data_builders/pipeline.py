@@ -32,7 +32,6 @@ from ssrl_plugin.seeding import key_to_int
 from ssrl_plugin.imaging import file_digest
 from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
 
-from .allocator import tune_for_build
 from .records import Record, encode
 from .writers import DatasetWriter
 
@@ -99,7 +98,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: dict[str, Any]) -> None:
-    tune_for_build()
     _WORKER["seed"] = config["seed"]
     _WORKER["max_attempts"] = config["max_attempts"]
     _WORKER["load"] = LoadOptions(**config["source"])
@@ -154,7 +152,6 @@ class Executor:
     def __init__(self, config: dict[str, Any], workers: int):
         self.workers = workers
         self.pool = None
-        tune_for_build()  # the main process encodes and writes: the same temporaries
         if workers > 1:
             ctx = multiprocessing.get_context("spawn")
             self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
