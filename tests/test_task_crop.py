@@ -178,6 +178,43 @@ def test_fields_of_view_are_balanced():
     assert rot_scales["below"] > 20 and rot_scales["above"] > 20, rot_scales
 
 
+def _plans_by_value(weights: dict[str, float], fovs: list[float]) -> list:
+    """Every method set and assignment of the fields of view, checked on the values themselves."""
+    import itertools
+
+    names = [m for m in METHODS if weights.get(m, 0) > 0]
+    plans = []
+    for combo in itertools.combinations(names, 3):
+        weight = float(np.prod([weights[m] for m in combo]))
+        ways = set()
+        for perm in itertools.permutations(fovs):
+            got = dict(zip(combo, perm))
+            if got.get("zoom_in", 0.0) >= 1 or any(got[m] <= 1 for m in ("context_0.25", "context_0.5") if m in got):
+                continue
+            if got.get("context_0.25", 0.0) > got.get("context_0.5", np.inf):
+                continue
+            ways.add(tuple(zip(combo, perm)))
+        plans += [(way, weight / len(ways)) for way in sorted(ways)]
+    return plans
+
+
+@pytest.mark.parametrize("weights", [None, {"zoom_in": 0.5, "context_0.25": 0.1, "context_0.5": 0.0, "rotate_cw": 0.3,
+                                            "rotate_ccw": 0.1}])
+def test_method_plans_cached_by_rank_equal_the_plans_checked_on_values(weights):
+    """Plans are cached by how many fields of view are below the crop's; mapped back to the values they must be the
+    ways a check of every value allows, with the same weights, in the same order (the rng picks by position)."""
+    from ssrl_plugin.tasks.crop import _draw_fovs
+
+    task = CropTask({"distractor_weights": weights} if weights else None)
+    rng = np.random.default_rng(11)
+    ranks = set()
+    for _ in range(200):
+        rank, fovs = _draw_fovs(rng, 2.0, 1.2)
+        ranks.add(rank)
+        assert task._plans(fovs) == _plans_by_value(task.config.distractor_weights, fovs)
+    assert ranks == {0, 1, 2, 3}
+
+
 def test_no_rotated_twins_among_the_options():
     """A rotation turns its own window, so no option is a 90-degree turn of another (the paper's giveaway)."""
     task = CropTask()
