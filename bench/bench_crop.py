@@ -18,7 +18,9 @@ array) and JPEG-encode the sample's five images (q95, 4:4:4). Our load and the f
 timed too, so ``budget`` = 2 x floor - load - hole encode is what ``generate`` may cost for the sample to stay within
 2x its floor. ``design minimum`` is what the default construction needs at the least: every rendered option
 resampled and blurred, and per option one analysis, one render and one measurement (no correction pass, no byte
-step; the one encode is in the floor).
+step; the one encode is in the floor). Without byte matching the COCO-like audit fails (the byte solver finds the
+crop 31 % of the time), so the minimum with one byte step per option (a chroma render, its measurement and an
+encode) is printed as well.
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def report(label: str, r: dict) -> None:
     rest = gen - sum(ms.values())
     budget = 2 * floor - load - hole_enc
     options = 4
-    minimum = (ms.get("resample", 0) + ms.get("blur", 0) + ms.get("analyse", 0) + ms.get("hole", 0)
-               + options * (per_call.get("render", 0) + per_call.get("measure", 0)))
+    one_option = per_call.get("render", 0) + per_call.get("measure", 0)
+    minimum = ms.get("resample", 0) + ms.get("blur", 0) + ms.get("analyse", 0) + ms.get("hole", 0) + options * one_option
+    with_bytes = minimum + options * (one_option + per_call.get("encode", 0))
     print(f"\n{label}: {n} samples; floor {floor:.1f} ms (decode + encode of the 5 images), our load {load:.1f} ms, "
           f"hole encode {hole_enc:.1f} ms")
     print(f"  {'stage':<10}{'ms/sample':>10}{'calls':>8}{'ms/call':>9}")
@@ -148,9 +151,11 @@ def report(label: str, r: dict) -> None:
         if k in ms:
             print(f"  {k:<10}{ms[k]:>10.2f}{calls[k]:>8.1f}{per_call[k]:>9.3f}")
     print(f"  {'rest':<10}{rest:>10.2f}")
-    print(f"  generate {gen:.1f} ms; budget for 2x the floor {budget:.1f} ms "
-          f"(= 2 x {floor:.1f} - {load:.1f} - {hole_enc:.1f}); design minimum {minimum:.1f} ms "
-          f"({minimum / max(budget, 1e-9):.2f}x the budget)")
+    print(f"  generate {gen:.1f} ms = {gen / max(budget, 1e-9):.2f}x the budget for 2x the floor, {budget:.1f} ms "
+          f"(= 2 x {floor:.1f} - {load:.1f} - {hole_enc:.1f})")
+    print(f"  design minimum {minimum:.1f} ms ({minimum / max(budget, 1e-9):.2f}x the budget); with the one byte step "
+          f"per option the audit needs (render + measure + encode) {with_bytes:.1f} ms "
+          f"({with_bytes / max(budget, 1e-9):.2f}x); neither counts the rest")
 
 
 def main() -> None:
