@@ -34,15 +34,15 @@ Shortcut cues, and how they are removed (``ssrl audit`` checks that no option-on
   brightness, contrast and sharpness target, solved in closed form on the float pixels (the Laplacian is linear,
   so sharpness after the gain is a ratio of two quadratics in the blur knob: a quadratic equation) and checked on
   the rounded 8-bit option (rounding and clipping: at most two corrections; the sharpness rounding adds is learnt
-  from the sample's earlier options, as near-grey colours round alike in R, G and B). The encoded byte size still differs
-  with the rest matched (the COCO-like audit's byte solver found the crop 31 % of the time), so each option is
-  encoded once as it will be stored (``equalize_format`` / ``equalize_quality``: keep them equal to
+  from the sample's earlier options, as near-grey colours round alike in R, G and B). The encoded byte size still
+  differs with the rest matched (the COCO-like audit's byte solver found the crop 31 % of the time), so each option
+  is encoded once as it will be stored (``equalize_format`` / ``equalize_quality``: keep them equal to
   ``output.image_format`` / ``output.jpeg_quality``) and a chroma-only blur or sharpening (the grey image is left
   alone up to rounding) takes at most two secant steps towards a byte target (the first from the slopes of the
-  sample's earlier options). The targets are the mean of the
-  four, each option drawing its own within +-``equalize_jitter`` (log scale; brightness: 25x that in grey levels),
-  so the small misses of the matching carry no information. JPEG q95 raises every option's sharpness alike (~15 %,
-  spread ~2 % within a sample). The true crop is edited like the others; geometry is never touched.
+  sample's earlier options). The targets are the mean of the four, each option drawing its own within
+  +-``equalize_jitter`` (log scale; brightness: 25x that in grey levels), so the small misses of the matching
+  carry no information. JPEG q95 raises every option's sharpness alike (~15 %, spread ~2 % within a sample). The
+  true crop is edited like the others; geometry is never touched.
 - Context windows that would cross the border are shifted inside the image, kept square and full size, never
   clipped and stretched; a window that does not fit makes that method unavailable for the sample.
 - A distractor that looks like the true crop (self-similar texture; with ``rotate_window: crop`` rotation-symmetric
@@ -445,9 +445,9 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
        so the small misses of the matching are random and say nothing about which option is which;
     3. luma offset, gain and detail knob are solved in closed form (see ``_Equalizer``) on the float option, the
        sharpness aimed below the target by what rounding adds (the median of what it added to the earlier options'
-       first renders, at least ``ROUNDING_LAP_VAR``, which the first option uses); the rounded 8-bit option is measured, and where
-       clipping or rounding left it outside the tolerance the aim is moved past the target by the miss and solved
-       again (at most ``MAX_PASSES`` renders);
+       first renders, at least ``ROUNDING_LAP_VAR``, which the first option uses); the rounded 8-bit option is
+       measured, and where clipping or rounding left it outside the tolerance the aim is moved past the target by
+       the miss and solved again (at most ``MAX_PASSES`` renders);
     4. byte size as stored (``fmt``, ``quality``), which the grey statistics do not pin down: each option is
        encoded once, the byte target is the mean of the four (+ jitter), and the chroma knob (chroma only, so the
        grey image is untouched up to rounding) takes secant steps, the first with the median slope measured on the
@@ -484,7 +484,7 @@ def equalize_options(options: list[np.ndarray], rng: np.random.Generator, fmt: s
     first = [_encoded(img, fmt, quality) for img, *_ in done]
     common_bytes = float(np.mean([b for b, _ in first]))
     stored = []
-    seen_slopes: list[float] = []  # one picture: the options' slopes are alike (median error 27 % against 60 %)
+    seen_slopes: list[float] = []  # one picture: its options' slopes are alike (leave-one-out median error 27 %)
     for eq, j, (img, st, target, passes, aim), (b, data) in zip(eqs, jit, done, first):
         byte_target, kc, encodes = common_bytes + j[3], 0.0, 1
         best_b = (abs(b - byte_target), img, b, 0.0, data)
