@@ -27,9 +27,9 @@ import ssrl_plugin
 from ssrl_plugin.config import BuildConfig
 from ssrl_plugin.dataset import Candidate, VisitPlanner, generate
 from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
+from ssrl_plugin.imaging import file_digest
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
-from ssrl_plugin.imaging import file_digest
 from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
 
 from .records import Record, encode
