@@ -38,6 +38,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import corpus as corpus_mod  # noqa: E402
+from bench_build import JPEG_PARAMS  # noqa: E402  (the floor's encode settings, one definition)
 
 from ssrl_plugin.imaging import encode_image  # noqa: E402
 from ssrl_plugin.registry import create_task  # noqa: E402
@@ -119,7 +120,7 @@ def measure_kind(folder: str, n: int, repeat: int) -> dict:
                 np.asarray(im.convert("RGB"))
             t4 = CLOCK()
             for img in sample.images:
-                img.save(io.BytesIO(), "JPEG", quality=95, subsampling=0, optimize=False)
+                img.save(io.BytesIO(), "JPEG", **JPEG_PARAMS)
             t5 = CLOCK()
             load, gen, hole_enc = load + t1 - t0, gen + t2 - t1, hole_enc + t3 - t2
             floor_dec, floor_enc = floor_dec + t4 - t3, floor_enc + t5 - t4

@@ -315,16 +315,12 @@ def test_rounding_share_of_sharpness_is_learnt_within_a_sample():
         options = [np.repeat(g[..., None], 3, axis=2) + rng.integers(-3, 4, size=3).astype(np.float32) for g in grey]
         eq = _Equalizer(options[0])
         float_sharpness = eq.solve(eq.stats())
-        added = float(np.exp(pixel_stats_of(eq.render())[2])) - float_sharpness
+        added = float(np.exp(grey_stats(eq.render())[2])) - float_sharpness
         assert added > 1.5 * ROUNDING_LAP_VAR, added  # the premise: grey pixels round alike
         _, records, _, _ = equalize_options(options, np.random.default_rng(seed), "jpeg", 95, 0.05, 0.01)
         first.append(records[0]["passes"])
         later += [r["passes"] for r in records[1:]]
     assert np.mean(later) < np.mean(first) - 0.3, (np.mean(first), np.mean(later))
-
-
-def pixel_stats_of(img: np.ndarray) -> np.ndarray:
-    return grey_stats(img.astype(np.float64))
 
 
 def test_no_sharpness_brightness_or_size_shortcut():

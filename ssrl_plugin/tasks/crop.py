@@ -303,11 +303,17 @@ def smooth(x: np.ndarray, var: float) -> np.ndarray:
 
 
 def _binomial(x: np.ndarray) -> np.ndarray:
-    """[1, 2, 1] / 4 along both axes of a 2-D plane (mirrored borders): the detail knob's blurred plane."""
+    """[1, 2, 1] / 4 along the first two axes of an (N, M) or (N, M, C) array (mirrored borders)."""
     p = _mirror(x, 1, 0)
     b = (p[:-2] + p[2:]) * x.dtype.type(0.25) + x * x.dtype.type(0.5)
     p = _mirror(b, 1, 1)
     return (p[:, :-2] + p[:, 2:]) * x.dtype.type(0.25) + b * x.dtype.type(0.5)
+
+
+def _detail(x: np.ndarray) -> np.ndarray:
+    """x - b(x), b the [1, 4, 6, 4, 1] / 16 binomial blur (two [1, 2, 1] / 4 passes): what the luma and chroma
+    knobs take away (k > 0) or add (k < 0)."""
+    return x - _binomial(_binomial(x))
 
 
 def _laplacian(g: np.ndarray) -> np.ndarray:
@@ -368,7 +374,7 @@ class _Equalizer:
         self.c = rgb - y[..., None]
         self.mean_y = _mean(y)
         y -= y.dtype.type(self.mean_y)  # centred (y is kept as its offset from mean_y): exact float32 moments
-        self.y, self.h = y, y - _binomial(_binomial(y))
+        self.y, self.h = y, _detail(y)
         self.mean_h = _mean(self.h)
         self.V, self.D, self.E = _moments(self.y, self.h)
         self.A, self.B, self.C = _moments(_laplacian(self.y), _laplacian(self.h))
@@ -420,7 +426,7 @@ class _Equalizer:
         if self.kc == 0.0:
             return _to_uint8(self._luma[1] + self.c)
         if self._hc is None:
-            self._hc = self.c - _binomial(_binomial(self.c))
+            self._hc = _detail(self.c)
         chroma = self._hc * f(-self.kc)
         chroma += self.c
         chroma += self._luma[1]

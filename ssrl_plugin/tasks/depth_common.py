@@ -410,6 +410,9 @@ class Candidates:
                           np.concatenate([self.p10, p10]), np.concatenate([self.p90, p90]), self.considered)
 
 
+_EXACT_BATCH = 32  # windows per exact-percentile batch: big enough to amortise numpy's per-call cost
+
+
 def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowConfig, rng: np.random.Generator,
                     enough: Callable[[Candidates], bool] | None = None) -> Candidates:
     """Grid windows whose OWN pixels are mostly valid and whose normalised depth spread (p90 - p10) is small.
@@ -443,9 +446,6 @@ def flat_candidates(field: DepthField, geom: MarkerGeometry, cfg: DepthWindowCon
         if enough(found):
             break
     return found
-
-
-_EXACT_BATCH = 32  # windows per exact-percentile batch: big enough to amortise numpy's per-call cost
 
 
 def _no_candidates(considered: int) -> Candidates:

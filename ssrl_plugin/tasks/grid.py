@@ -131,8 +131,7 @@ def patch_std(thumbs: np.ndarray) -> np.ndarray:
 
 def content_scale(thumbs: np.ndarray) -> float:
     """Standard deviation of all thumbnail pixels together (per channel, averaged): the whole crop's contrast."""
-    channels = thumbs.shape[-1]
-    return float(np.ascontiguousarray(thumbs.reshape(-1, channels).T).std(axis=1).mean())
+    return float(patch_std(thumbs.reshape(1, -1, 1, thumbs.shape[-1]))[0])  # all pixels as one patch
 
 
 def pairwise_mad(thumbs: np.ndarray) -> np.ndarray:
