@@ -279,12 +279,13 @@ class SolverResult:
     margin: float = 0.0
     ci95: tuple[float, float] = (0.0, 1.0)
     status: str = "ok"
+    kind: str = "rule"  # "rule" (one statistic), "learned" (a fitted blind model), "sighted" (solves it with the picture)
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "variant": self.variant, "solver": self.solver, "target": self.target, "n": self.n,
                 "accuracy": round(self.accuracy, 4), "chance": round(self.chance, 4), "margin": round(self.margin, 4),
                 "ci95": [round(self.ci95[0], 4), round(self.ci95[1], 4)], "status": self.status,
-                "counted": self.counted, "detail": self.detail}
+                "counted": self.counted, "detail": self.detail, "kind": self.kind}
 
 
 def _most_frequent(items: list, key: str) -> list:
