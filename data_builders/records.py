@@ -60,22 +60,10 @@ def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality
         answer=sample.answer,
         ground_truth=ground_truth(sample.task, sample.answer, sample.options if word_options else None),
         metadata=compact_json(sample.metadata),
-        images=encoded_images(sample, image_format, jpeg_quality),
+        images=[encode_image(im, image_format, jpeg_quality) for im in sample.images],
         image_ext=EXTENSIONS[image_format],
         source_id=candidate.source.id,
     )
-
-
-def encoded_images(sample: Sample, image_format: str, jpeg_quality: int) -> list[bytes]:
-    """The sample's images as stored: bytes the task already made with these very settings are reused (the
-    encoder is deterministic, so they equal a fresh encoding), everything else is encoded here."""
-    ready: list[bytes | None] = [None] * len(sample.images)
-    if sample.encoded and sample.encoded_as is not None:
-        fmt, quality = sample.encoded_as
-        if fmt == image_format and (fmt == "png" or int(quality) == int(jpeg_quality)):  # PNG has no quality
-            ready = list(sample.encoded)
-    return [data if data is not None else encode_image(im, image_format, jpeg_quality)
-            for im, data in zip(sample.images, ready)]
 
 
 def with_instruction(question: str, instruction: str, enabled: bool) -> str:

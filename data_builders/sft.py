@@ -25,6 +25,7 @@ FACING_WORDS = {"away": "away from the viewer, into the scene", "towards": "towa
                 "left": "towards the left of the image", "right": "towards the right of the image"}
 METHOD_WORDS = {
     "zoom_in": "shows only the centre of the region, enlarged",
+    "context": "shows the region with extra surroundings, at a smaller scale",
     "context_0.25": "shows the region with extra surroundings, at a smaller scale",
     "context_0.5": "shows the region with a lot of extra surroundings, at a much smaller scale",
     "rotate_cw": "is the right content turned 90 degrees clockwise",
@@ -53,9 +54,6 @@ def reasoning(task: str, answer: str, meta: dict[str, Any]) -> str:
             if opt["method"] == "true_crop":
                 continue
             words = METHOD_WORDS.get(opt["method"], "does not match the surroundings")
-            if opt["method"] in ("rotate_cw", "rotate_ccw") and opt.get("shifted"):  # a window of its own, turned
-                turn = "clockwise" if opt["method"] == "rotate_cw" else "counter-clockwise"
-                words = f"is another part of the picture, turned 90 degrees {turn}"
             parts.append(f"{opt['letter']} {words}")
         return (f"The missing square must continue the content around the hole at the same scale and orientation. "
                 f"{'; '.join(parts)}. Candidate {answer} continues every edge of the hole, so the answer is {answer}.")

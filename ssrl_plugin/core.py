@@ -101,10 +101,6 @@ class Sample:
     answer: str
     metadata: dict[str, Any]
     options: dict[str, str] | None = None  # letter -> option text, for multiple-choice tasks
-    # Images the task already encoded (e.g. to measure their stored size), as (format, quality) ``encoded_as``: the
-    # writer takes these bytes instead of encoding the same pixels again when its settings are the same.
-    encoded: list[bytes | None] | None = None
-    encoded_as: tuple[str, int] | None = None
 
     def __post_init__(self):
         n = self.question.count("<image>")

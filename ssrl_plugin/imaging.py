@@ -237,6 +237,17 @@ def file_digest(*paths: str | os.PathLike) -> str:
     return digest_text(digest)
 
 
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # JPEG's full-range luma
+
+
+def grey(rgb: np.ndarray) -> np.ndarray:
+    """Grey (``GREY_WEIGHTS``) of an (..., 3) array as float32, by elementwise sums: a matrix product goes through
+    BLAS, whose rounding can change with its thread count (worker processes must give the same bytes)."""
+    x = np.asarray(rgb, np.float32)
+    w = [np.float32(v) for v in GREY_WEIGHTS]
+    return x[..., 0] * w[0] + x[..., 1] * w[1] + x[..., 2] * w[2]
+
+
 def encode_image(img: Image.Image, fmt: str = "jpeg", quality: int = 95) -> bytes:
     """Encode with fixed parameters and no metadata, so equal pixels give equal bytes (with the same Pillow).
 

@@ -18,7 +18,7 @@ from ssrl_plugin.imaging import decode_image, encode_image
 from ssrl_plugin.tasks.crop import LETTERS, METHODS, CropTask
 
 SIZES = [(240, 320), (480, 640), (333, 517), (301, 301), (257, 190), (131, 411)]  # odd, non-divisible, portrait
-PAPER = {"scale_mode": "paper", "rotate_window": "crop", "source_blur": 0.0, "equalize": False}
+PAPER = {"scale_mode": "paper"}
 
 
 def jpeg_roundtrip(img: Image.Image, quality: int = 95) -> Image.Image:
@@ -65,7 +65,7 @@ def rederive(images: list[Image.Image], metadata: dict, source: Source) -> str:
     return LETTERS[int(np.argmin(dists))]
 
 
-def samples(task: CropTask, n: int, seed0: int = 0, max_rejects: int = 2):
+def samples(task: CropTask, n: int, seed0: int = 0, max_rejects: int | None = None):
     """(source, sample) pairs over many sizes, seeds and slots: n of them, skipping the rare rejected draw."""
     made = rejected = 0
     i = seed0
@@ -75,7 +75,7 @@ def samples(task: CropTask, n: int, seed0: int = 0, max_rejects: int = 2):
             s = task.generate(src, np.random.default_rng(i + 10_000), i % 4)
         except Reject as exc:
             rejected += 1
-            assert rejected <= max_rejects and exc.reason in ("crop/too_few_distractors", "crop/uniform_crop"), exc
+            assert rejected <= (n if max_rejects is None else max_rejects) and exc.reason in ("crop/too_few_distractors", "crop/uniform_window", "crop/look_alike_options"), exc
         else:
             made += 1
             yield src, s
@@ -84,12 +84,6 @@ def samples(task: CropTask, n: int, seed0: int = 0, max_rejects: int = 2):
 
 def image_bytes(sample) -> list[str]:
     return [hashlib.sha256(im.tobytes()).hexdigest() for im in sample.images]
-
-
-def centre_offset(window: list[int], box: list[int]) -> float:
-    """Chebyshev distance between the centres of two windows, in units of the crop side."""
-    s = box[2] - box[0]
-    return max(abs(window[0] + window[2] - box[0] - box[2]), abs(window[1] + window[3] - box[1] - box[3])) / 2 / s
 
 
 # --------------------------------------------------------------------------- correctness
@@ -115,7 +109,7 @@ def test_paper_mode_answers_and_verify():
     for src, s in samples(task, 40, seed0=700):
         assert rederive(s.images, s.metadata, src) == s.answer
         assert task.verify(s.images, s.answer, s.metadata, src) == []
-        assert "equalize" not in s.metadata and s.metadata["field_of_view_rank"] is None
+        assert s.metadata["field_of_view_rank"] is None and s.metadata["scale_mode"] == "paper"
 
 
 def test_metadata_geometry_and_json():
@@ -125,214 +119,129 @@ def test_metadata_geometry_and_json():
         json.dumps(md)  # plain python types only
         x0, y0, x1, y1 = md["crop_box"]
         side = x1 - x0
-        assert side == y1 - y0 == min(src.height, src.width) // 2
+        assert side == y1 - y0 and md["crop_side"] == side
         assert 0 <= x0 and x1 <= src.width and 0 <= y0 and y1 <= src.height
         assert all(im.size == (md["option_side"],) * 2 for im in s.images[1:])
-        assert md["option_side"] == int(side / 2)  # the smallest window any option can have: never upscaled
+        smallest = min(o["window"][2] - o["window"][0] for o in md["options"])
+        assert md["option_side"] == min(smallest, 512)  # the smallest window's side: never upscaled
         assert s.images[0].size == (src.width, src.height)
         methods = [o["method"] for o in md["options"]]
-        assert len(set(methods)) == 4 and set(methods) - {"true_crop"} <= set(METHODS)
+        assert methods.count("true_crop") == 1 and set(methods) <= {"true_crop", "zoom_in", "context"}
         for o in md["options"]:
             wx0, wy0, wx1, wy1 = o["window"]
             assert wx1 - wx0 == wy1 - wy0 >= md["option_side"]
             assert 0 <= wx0 and 0 <= wy0 and wx1 <= src.width and wy1 <= src.height
-            assert o["rotation"] == {"rotate_cw": 90, "rotate_ccw": -90}.get(o["method"], 0)
+            assert o["rotation"] == 0
             assert o["field_of_view"] == pytest.approx((wx1 - wx0) / side, abs=1e-4)
         assert md["field_of_view_rank"] == sum(o["field_of_view"] < 1 for o in md["options"])
 
 
-# --------------------------------------------------------------------------- the shortcut fixes
+# --------------------------------------------------------------------------- the nested construction
 
 
-def test_fields_of_view_are_balanced():
-    """Balanced scales: four fields of view within a factor 2, >= 1.2x apart, the crop's rank uniform; zoom_in sees
-    less than the crop and is centred in it, contexts see more and contain it, rotations turn windows of their own."""
+def window_side(o: dict) -> int:
+    return o["window"][2] - o["window"][0]
+
+
+def test_nested_windows_are_concentric_in_the_band_and_the_hole_rank_is_uniform():
+    """Four concentric windows, sides within a factor 2 around min(H, W) / 2 and >= 1.2x apart; the hole is one of
+    them at a uniform rank; smaller ones are zoom_in (inside the hole, centred), larger ones context (around it)."""
     task = CropTask()
-    ranks, rot_scales = Counter(), Counter()
-    for src, s in samples(task, 160, seed0=2000):
+    ranks = Counter()
+    for src, s in samples(task, 200, seed0=2000):
         md = s.metadata
         box = md["crop_box"]
-        side = box[2] - box[0]
-        fovs = sorted((o["window"][2] - o["window"][0]) / side for o in md["options"])
-        assert fovs[-1] / fovs[0] <= 2 * (1 + 2 / side)
-        assert min(b / a for a, b in zip(fovs, fovs[1:])) >= 1.2 * (1 - 2 / side)
-        ranks[md["field_of_view_rank"]] += 1
-        by_method = {o["method"]: o for o in md["options"]}
-        if "zoom_in" in by_method:
-            w = by_method["zoom_in"]["window"]
-            assert box[0] < w[0] and w[2] < box[2] and abs((w[0] - box[0]) - (box[2] - w[2])) <= 1
-        for m in ("context_0.25", "context_0.5"):
-            if m in by_method:
-                w = by_method[m]["window"]
-                assert w[0] <= box[0] and w[1] <= box[1] and box[2] <= w[2] and box[3] <= w[3]
-        if "context_0.25" in by_method and "context_0.5" in by_method:
-            assert by_method["context_0.25"]["field_of_view"] < by_method["context_0.5"]["field_of_view"]
-        rots = [o for o in md["options"] if o["method"].startswith("rotate")]
-        for o in rots:
-            assert o["shifted"] and 0.25 - 1 / side <= centre_offset(o["window"], box) <= 0.75 + 1.5 / side
-            rot_scales["below" if o["field_of_view"] < 1 else "above"] += 1
-        if len(rots) == 2:
-            assert centre_offset(rots[0]["window"], rots[1]["window"]) * (rots[1]["window"][2] - rots[1]["window"][0]) \
-                >= 0.25 * side - 1
-    assert all(25 <= ranks[r] <= 60 for r in range(4)), ranks  # 40 expected each
-    assert rot_scales["below"] > 20 and rot_scales["above"] > 20, rot_scales
+        sides = sorted(window_side(o) for o in md["options"])
+        mid = min(src.width, src.height) / 2
+        assert mid / 2**0.5 - 1 <= sides[0] and sides[-1] <= mid * 2**0.5 + 1
+        assert min(b / a for a, b in zip(sides, sides[1:])) >= 1.2 * (1 - 1 / sides[0])
+        centres = np.array([[o["window"][0] + o["window"][2], o["window"][1] + o["window"][3]] for o in md["options"]]) / 2
+        assert np.abs(centres - centres[0]).max() <= 1.0
+        rank = sides.index(box[2] - box[0])
+        assert md["field_of_view_rank"] == rank
+        ranks[rank] += 1
+        for o in md["options"]:
+            w = o["window"]
+            if window_side(o) < box[2] - box[0]:
+                assert o["method"] == "zoom_in" and box[0] < w[0] and w[2] < box[2] and box[1] < w[1] and w[3] < box[3]
+            elif window_side(o) > box[2] - box[0]:
+                assert o["method"] == "context" and w[0] <= box[0] and w[1] <= box[1] and box[2] <= w[2] and box[3] <= w[3]
+            else:
+                assert o["method"] == "true_crop" and w == box
+            assert o["rotation"] == 0
+    assert all(30 <= ranks[r] <= 72 for r in range(4)), ranks  # 50 expected each
 
 
-def _plans_by_value(weights: dict[str, float], fovs: list[float]) -> list:
-    """Every method set and assignment of the fields of view, checked on the values themselves."""
-    import itertools
+class ForcedRank:
+    """Generator stand-in whose draw of the hole's rank (``integers(4)``) returns ``rank``; random otherwise."""
 
-    names = [m for m in METHODS if weights.get(m, 0) > 0]
-    plans = []
-    for combo in itertools.combinations(names, 3):
-        weight = float(np.prod([weights[m] for m in combo]))
-        ways = set()
-        for perm in itertools.permutations(fovs):
-            got = dict(zip(combo, perm))
-            if got.get("zoom_in", 0.0) >= 1 or any(got[m] <= 1 for m in ("context_0.25", "context_0.5") if m in got):
-                continue
-            if got.get("context_0.25", 0.0) > got.get("context_0.5", np.inf):
-                continue
-            ways.add(tuple(zip(combo, perm)))
-        plans += [(way, weight / len(ways)) for way in sorted(ways)]
-    return plans
+    def __init__(self, seed: int, rank: int):
+        self._rng, self._rank = np.random.default_rng(seed), rank
+
+    def integers(self, low, high=None, *args, **kwargs):
+        return self._rank if (low, high) == (4, None) else self._rng.integers(low, high, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._rng, name)
 
 
-@pytest.mark.parametrize("weights", [None, {"zoom_in": 0.5, "context_0.25": 0.1, "context_0.5": 0.0, "rotate_cw": 0.3,
-                                            "rotate_ccw": 0.1}])
-def test_method_plans_cached_by_rank_equal_the_plans_checked_on_values(weights):
-    """Plans are cached by how many fields of view are below the crop's; mapped back to the values they must be the
-    ways a check of every value allows, with the same weights, in the same order (the rng picks by position)."""
-    from ssrl_plugin.tasks.crop import _draw_fovs
+def test_options_do_not_depend_on_which_window_is_the_hole():
+    """The four option images are made before the hole is drawn: forcing every possible rank, the same draws give the
+    same four images (as a set) and only the letters and the hole move. This is what makes the construction blind-
+    proof: given the options, each one is the answer with probability 1/4."""
+    import ssrl_plugin.tasks.crop as crop_mod
 
-    task = CropTask({"distractor_weights": weights} if weights else None)
-    rng = np.random.default_rng(11)
-    ranks = set()
-    for _ in range(200):
-        rank, fovs = _draw_fovs(rng, 2.0, 1.2)
-        ranks.add(rank)
-        assert task._plans(fovs) == _plans_by_value(task.config.distractor_weights, fovs)
-    assert ranks == {0, 1, 2, 3}
-
-
-def test_no_rotated_twins_among_the_options():
-    """A rotation turns its own window, so no option is a 90-degree turn of another (the paper's giveaway)."""
     task = CropTask()
-    for _, s in samples(task, 40, seed0=2600):
-        opts = [np.asarray(im, np.float32) for im in s.images[1:]]
-        for i in range(4):
-            for j in range(i + 1, 4):
-                diff = min(np.abs(opts[i] - np.rot90(opts[j], k)).mean() for k in (1, 3))
-                assert diff > 8, (s.metadata["options"][i]["method"], s.metadata["options"][j]["method"], diff)
+    src = make_source(4, 333, 517)
+    seed = next(k for k in range(50) if _accepted(task, src, k))
+    seen = []
+    for rank in range(4):
+        s = task.generate(src, ForcedRank(seed, rank), 1)  # type: ignore[arg-type]
+        assert s.metadata["field_of_view_rank"] == rank
+        seen.append(sorted(hashlib.sha256(im.tobytes()).hexdigest() for im in s.images[1:]))
+        assert task.verify(s.images, s.answer, s.metadata, src) == []
+    assert all(x == seen[0] for x in seen)
+    assert crop_mod.CONTEXT == "context" and crop_mod.ZOOM == "zoom_in"
 
 
-def grey_stats(a: np.ndarray) -> np.ndarray:
-    """[mean grey, log grey std, log Laplacian variance] in float64, independent of the task's float32 code."""
-    g = np.asarray(a, np.float64) @ np.array([0.299, 0.587, 0.114])
-    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
-    return np.array([g.mean(), np.log(g.std()), np.log(lap.var())])
+def _accepted(task: CropTask, src: Source, seed: int) -> bool:
+    try:
+        task.generate(src, np.random.default_rng(seed), 0)
+        return True
+    except Reject:
+        return False
 
 
-def test_equalised_statistics_match_their_targets():
-    """Each option's recorded statistics are those of its 8-bit pixels and stored bytes; its grey statistics hit
-    its own target (common target +-5 %, brightness +-1.25 levels) within the 1 % tolerance; stored as JPEG q95 the
-    four still agree: brightness and contrast barely move in encoding, sharpness moves alike for all four, and the
-    chroma knob brings the byte sizes together (its range does not always reach the 1 % tolerance)."""
-    task = CropTask()
-    tol = np.array([25 * 0.01, 0.01, 0.01])
-    matched = total = 0
-    spreads = []
-    for _, s in samples(task, 30, seed0=3300):
-        common = s.metadata["equalize"]["common_target"]
-        common = np.array([common[0], np.log(common[1]), np.log(common[2])])
-        stored_stats = []
-        for o, im in zip(s.metadata["options"], s.images[1:]):
-            e = o["equalize"]
-            own = grey_stats(np.asarray(im))
-            rec = np.array([e["pixels"][0], np.log(e["pixels"][1]), np.log(e["pixels"][2])])
-            assert e["pixels"][3] == len(encode_image(im, "jpeg", 95))  # the recorded size is the stored size
-            assert np.allclose(own, rec, atol=2e-3), (own, rec)
-            target = np.array([e["target"][0], np.log(e["target"][1]), np.log(e["target"][2])])
-            assert (np.abs(target - common) <= np.array([25 * 0.05, 0.05, 0.05]) + 2e-3).all()
-            size_miss = abs(np.log(e["pixels"][3]) - np.log(e["target"][3]))
-            hit = bool((np.abs(own - target) <= tol + 2e-3).all())  # the grey statistics: solved in closed form
-            if e["matched"]:  # the record may only claim what the pixels and bytes show
-                assert hit and size_miss <= 0.01 + 1e-3, (own, target, size_miss)
-            matched += hit
-            total += 1
-            a, nbytes = stored(im)
-            stored_stats.append(np.append(grey_stats(a), np.log(nbytes)))
-        spreads.append(np.ptp(np.array(stored_stats), axis=0))
-    assert matched / total >= 0.8, matched / total  # the synthetic sources are very soft: some targets are out of reach
-    assert np.median(np.array(spreads)[:, 0]) <= 2.6  # brightness (grey levels), as stored
-    assert (np.median(np.array(spreads)[:, 1:], axis=0) <= 0.12).all()  # log contrast, sharpness, bytes, as stored
+def test_checks_treat_all_four_windows_alike():
+    """A uniform or a look-alike window rejects the sample whichever window it is, not only when it is the hole:
+    otherwise the accepted samples' true option would be the least uniform one."""
+    flat = np.full((240, 320, 3), 90, np.uint8)
+    yy, xx = np.mgrid[0:240, 0:320]
+    flat[(yy // 8 + xx // 8) % 2 == 0] = 200  # a checkerboard frame...
+    flat[50:190, 90:230] = 90  # ...around a flat centre: the smallest windows can fall inside it
+    src = Source("test/flat_centre", flat, "x")
+    reasons = Counter()
+    for seed in range(60):
+        outcomes = set()
+        for rank in range(4):  # the hole anywhere in the chain: the same verdict
+            try:
+                CropTask().generate(src, ForcedRank(seed, rank), 0)  # type: ignore[arg-type]
+                outcomes.add("ok")
+            except Reject as e:
+                outcomes.add(e.reason)
+        assert len(outcomes) == 1, (seed, outcomes)
+        reasons[outcomes.pop()] += 1
+    assert reasons["crop/uniform_window"] > 0 and reasons["ok"] > 0, reasons
 
 
-def test_closed_form_sharpness_solve_hits_the_target_on_the_float_pixels():
-    """Offset, gain and detail knob from the quadratic give the float option exactly the aimed brightness, grey std
-    and Laplacian variance (the rounding allowance aside), blurring and sharpening alike; out of reach, the knob
-    stops at the end of its range that comes closest."""
-    from ssrl_plugin.tasks.crop import LUMA_RANGE, ROUNDING_LAP_VAR, _Equalizer, smooth
-
-    rng = np.random.default_rng(5)
-    rgb = smooth(rng.uniform(0, 255, size=(96, 96, 3)).astype(np.float32), 1.0)
-    eq = _Equalizer(rgb)
-    base = eq.stats()
-    assert np.allclose(base, grey_stats(rgb), atol=1e-3)
-    seen = set()
-    for d_sharp in (-0.8, -0.3, 0.0, 0.15, 0.3):
-        aim = base + np.array([7.0, -0.1, d_sharp])
-        float_sharpness = eq.solve(aim)
-        f = np.float32
-        level = eq.mean_y + eq.offset + (eq.gain - 1) * eq.k * eq.mean_h
-        y = (eq.y - f(eq.k) * eq.h) * f(eq.gain) + f(level)
-        got = grey_stats(np.repeat(y[..., None], 3, axis=2))
-        assert np.isclose(np.log(float_sharpness), got[2], atol=2e-3)  # what the rounding estimate is learnt from
-        want = aim.copy()
-        want[2] = np.log(np.exp(aim[2]) - ROUNDING_LAP_VAR)
-        assert LUMA_RANGE[0] <= eq.k <= LUMA_RANGE[1]
-        assert np.allclose(got, want, atol=2e-3), (d_sharp, got, want, eq.k)
-        seen.add(float(np.sign(eq.k)))
-    assert seen == {-1.0, 1.0}  # sharpened and blurred
-    eq.solve(base + np.array([0.0, 0.0, 5.0]))  # 150x the sharpness: out of reach
-    assert eq.k == LUMA_RANGE[0]
-    eq.solve(base + np.array([0.0, 0.0, -5.0]))
-    assert eq.k == LUMA_RANGE[1]
-
-
-def test_rounding_share_of_sharpness_is_learnt_within_a_sample():
-    """Near-grey colours round alike in R, G and B, so rounding adds more Laplacian variance than independent
-    per-channel errors (ROUNDING_LAP_VAR) and the first render of a soft grey option lands above its sharpness
-    target. The first option of a sample starts from ROUNDING_LAP_VAR; the later ones from what rounding added to the
-    earlier ones, so they need fewer renders."""
-    from ssrl_plugin.tasks.crop import ROUNDING_LAP_VAR, _Equalizer, equalize_options, smooth
-
-    first, later = [], []
-    for seed in range(12):
-        rng = np.random.default_rng(seed)
-        grey = [smooth(rng.uniform(60, 190, size=(96, 96)).astype(np.float32), 2.0) for _ in range(4)]  # soft
-        # a whole-level tint per channel: R, G and B share their fractional parts (a grey picture's colours)
-        options = [np.repeat(g[..., None], 3, axis=2) + rng.integers(-3, 4, size=3).astype(np.float32) for g in grey]
-        eq = _Equalizer(options[0])
-        float_sharpness = eq.solve(eq.stats())
-        added = float(np.exp(grey_stats(eq.render())[2])) - float_sharpness
-        assert added > 1.5 * ROUNDING_LAP_VAR, added  # the premise: grey pixels round alike
-        _, records, _, _ = equalize_options(options, np.random.default_rng(seed), "jpeg", 95, 0.05, 0.01)
-        first.append(records[0]["passes"])
-        later += [r["passes"] for r in records[1:]]
-    assert np.mean(later) < np.mean(first) - 0.3, (np.mean(first), np.mean(later))
-
-
-def test_no_sharpness_brightness_or_size_shortcut():
-    """Picking the sharpest/blurriest, brightest/darkest or largest/smallest stored option must not find the answer.
-
-    The reference's 2x-upscaled zoom made "pick the sharpest" nearly always right; here every option goes through
-    one resampling path and the stored statistics are equalised, so each extreme picks the true crop well under 40%
-    of the time (chance is 25%). ``ssrl audit`` runs the full set of such solvers on a build."""
+def test_no_single_statistic_finds_the_answer():
+    """Picking the sharpest/blurriest, brightest/darkest or largest/smallest stored option finds the answer at chance
+    (25 %): on 240 samples every such rule stays inside a 99 % binomial band around 1/4. ``ssrl audit`` runs the
+    rules, the learned blind solvers and the sighted ones on a build."""
     task = CropTask()
     hits = {f"{k}_{e}": 0 for k in ("lap", "bright", "jpeg") for e in ("max", "min")}
     n = 0
-    for _, s in samples(task, 80, seed0=3000):
+    for _, s in samples(task, 240, seed0=3000):
         opts = [stored(im) for im in s.images[1:]]
         a = s.metadata["answer_index"]
         for key, fn in (("lap", lambda o: lap_var(o[0])), ("bright", lambda o: float(o[0].mean())), ("jpeg", lambda o: o[1])):
@@ -340,8 +249,9 @@ def test_no_sharpness_brightness_or_size_shortcut():
             hits[f"{key}_max"] += int(np.argmax(v) == a)
             hits[f"{key}_min"] += int(np.argmin(v) == a)
         n += 1
+    band = 2.58 * (0.25 * 0.75 / n) ** 0.5
     rates = {k: v / n for k, v in hits.items()}
-    assert all(r < 0.40 for r in rates.values()), rates
+    assert all(abs(r - 0.25) < band for r in rates.values()), (rates, band)
 
 
 def lap_var(a: np.ndarray) -> float:
@@ -364,23 +274,10 @@ def test_rotation_direction_is_clockwise():
             assert np.abs(np.asarray(im, np.float32) - np.rot90(true, k=-1)).max() < 1e-6
         if o["method"] == "rotate_ccw":
             assert np.abs(np.asarray(im, np.float32) - np.rot90(true, k=1)).max() < 1e-6
-    # default: a rotation is its own window turned; clockwise matches the window turned clockwise, not the other way
-    task = CropTask()
-    seen = 0
-    for src, s in samples(task, 30, seed0=4000):
-        for o, im in zip(s.metadata["options"], s.images[1:]):
-            if not o["method"].startswith("rotate"):
-                continue
-            x0, y0, x1, y1 = o["window"]
-            ref = area_resize(src.rgb[y0:y1, x0:x1], im.width)
-            d = {k: np.abs(normalised(np.asarray(im)) - normalised(np.rot90(ref, k))).mean() for k in (-1, 1)}
-            assert d[-1 if o["rotation"] == 90 else 1] < d[1 if o["rotation"] == 90 else -1]
-            seen += 1
-    assert seen > 20
 
 
 def test_context_windows_are_shifted_not_clipped():
-    for cfg in ({}, PAPER):
+    for cfg in (PAPER,):
         task = CropTask({**cfg, "distractor_weights": {"zoom_in": 1, "rotate_cw": 0, "rotate_ccw": 0, "context_0.25": 1, "context_0.5": 1}})
         shifted = 0
         for src, s in samples(task, 40, seed0=900, max_rejects=40):  # only three methods: fewer ways out
@@ -408,12 +305,10 @@ def test_context_too_big_is_unavailable():
         seen_unavailable |= any(u[0] == "context_0.5" for u in s.metadata["unavailable_methods"])
         assert task.verify(s.images, s.answer, s.metadata, src) == []
     assert seen_unavailable
-    # balanced scales: windows that do not fit are never used, other method sets are drawn instead
-    task = CropTask({"size_frac": 0.6})
-    for src, s in samples(task, 20, seed0=1400, max_rejects=40):
-        for o in s.metadata["options"]:
-            assert o["window"][2] <= src.width and o["window"][3] <= src.height
-        assert task.verify(s.images, s.answer, s.metadata, src) == []
+    # nested: size_frac * sqrt(scale_span) > 1 would put the largest window outside the picture: a config error
+    with pytest.raises(ConfigError) as exc:
+        CropTask({"size_frac": 0.75})
+    assert str(exc.value).startswith("task.crop.size_frac")
 
 
 def test_hole_is_visible_on_dark_images():
@@ -488,16 +383,19 @@ def test_determinism():
 
 def test_slot_balance():
     task = CropTask()
-    counts = {m: 0 for m in METHODS}
+    counts = Counter()
     for i in range(80):
         slot = i % 4
-        s = task.generate(make_source(i), np.random.default_rng(i), slot)
+        try:
+            s = task.generate(make_source(i), np.random.default_rng(i), slot)
+        except Reject:
+            continue
         assert s.answer == LETTERS[slot] and s.metadata["answer_index"] == slot
         for o in s.metadata["options"]:
             counts[o["method"]] = counts.get(o["method"], 0) + 1
     with pytest.raises(ValueError):
         task.generate(make_source(0), np.random.default_rng(0), 4)
-    assert all(counts[m] > 20 for m in METHODS), counts  # every distractor method is used
+    assert counts["zoom_in"] > 40 and counts["context"] > 40, counts  # 1.5 of each per sample expected
 
 
 # --------------------------------------------------------------------------- rejections
@@ -540,19 +438,13 @@ def test_rotation_symmetric_content_drops_rotations():
     with pytest.raises(Reject) as exc:
         only_rot.generate(src, CentredRng(0), 0)  # type: ignore[arg-type]
     assert exc.value.reason == "crop/too_few_distractors"
-    # default: rotations turn other windows, which are not symmetric about their own centres; nothing is dropped
-    # for looking like the crop, and every option passes verify
-    task = CropTask()
-    for seed in range(4):
-        s = task.generate(src, CentredRng(seed), seed % 4)  # type: ignore[arg-type]
-        assert task.verify(s.images, s.answer, s.metadata, src) == []
 
 
 def test_uniform_crop_rejected():
     flat = Source("test/flat", np.full((240, 320, 3), 90, np.uint8), "x")
     with pytest.raises(Reject) as exc:
         CropTask().generate(flat, np.random.default_rng(0), 0)
-    assert exc.value.reason == "crop/uniform_crop"
+    assert exc.value.reason == "crop/uniform_window"
     # a flat region in a textured picture: only crops that land inside it are rejected
     img = Image.fromarray(make_source(5, 240, 320).rgb)
     ImageDraw.Draw(img).rectangle((0, 0, 200, 239), fill=(30, 30, 30))
@@ -564,7 +456,7 @@ def test_uniform_crop_rejected():
             reasons.add("ok")
         except Reject as e:
             reasons.add(e.reason)
-    assert {"ok", "crop/uniform_crop"} <= reasons <= {"ok", "crop/uniform_crop", "crop/too_few_distractors"}
+    assert {"ok", "crop/uniform_window"} <= reasons <= {"ok", "crop/uniform_window", "crop/look_alike_options"}
 
 
 def test_tiny_source_rejected():
@@ -584,22 +476,13 @@ def test_tiny_source_rejected():
         ({"distractor_weights": {"smear": 0.2}}, "task.crop.distractor_weights"),
         ({"distractor_weights": {"zoom_in": -1.0}}, "task.crop.distractor_weights.zoom_in"),
         ({"distractor_weights": {"zoom_in": 0, "context_0.25": 0, "context_0.5": 0}}, "task.crop.distractor_weights"),
-        ({"option_blur": 10.0}, "task.crop.option_blur"),
-        ({"source_blur": -1.0}, "task.crop.source_blur"),
         ({"max_option_side": 4}, "task.crop.max_option_side"),
-        ({"min_crop_std": -1}, "task.crop.min_crop_std"),
-        ({"min_distractor_diff": 500}, "task.crop.min_distractor_diff"),
+        ({"min_option_std": -1}, "task.crop.min_option_std"),
+        ({"min_option_diff": 5}, "task.crop.min_option_diff"),
         ({"scale_mode": "random"}, "task.crop.scale_mode"),
         ({"scale_span": 1.5}, "task.crop.scale_span"),
         ({"scale_gap": 1.0}, "task.crop.scale_gap"),
-        ({"rotate_window": "moved"}, "task.crop.rotate_window"),
-        ({"rotate_window": "crop"}, "task.crop.rotate_window"),  # needs scale_mode paper
-        ({"rotate_shift_min": 0.0}, "task.crop.rotate_shift_min"),
-        ({"rotate_shift_min": 0.5, "rotate_shift_max": 0.4}, "task.crop.rotate_shift_max"),
-        ({"equalize_format": "gif"}, "task.crop.equalize_format"),
-        ({"equalize_quality": 0}, "task.crop.equalize_quality"),
-        ({"equalize_jitter": 0.5}, "task.crop.equalize_jitter"),
-        ({"equalize_tol": 0.0}, "task.crop.equalize_tol"),
+        ({"equalize": False}, "task.crop"),  # the old construction's keys are gone
         ({"no_such_key": 1}, "task.crop"),
     ],
 )
@@ -614,17 +497,18 @@ def test_config_defaults_follow_paper():
     cfg = CropTask().config
     assert cfg.size_frac == 0.5
     assert cfg.distractor_weights == {m: 0.2 for m in METHODS}
-    assert cfg.scale_mode == "balanced" and cfg.rotate_window == "shifted" and cfg.equalize
+    assert cfg.scale_mode == "nested" and cfg.scale_span == 2.0 and cfg.scale_gap == 1.2
     assert CropTask().num_slots == 4 and CropTask().variants() == ["crop"] and not CropTask.needs_depth
 
 
 def test_paper_preset_reproduces_the_paper_construction():
-    """scale_mode paper + rotate_window crop + no source blur + no equalisation: zoom = centre [s/4, 3s/4], contexts
-    with margins 0.25 s / 0.5 s, rotations = the true option turned."""
+    """scale_mode paper: the hole's side is min(H, W) / 2, zoom = centre [s/4, 3s/4], contexts with margins
+    0.25 s / 0.5 s, rotations = the true option turned."""
     task = CropTask(PAPER)
     for src, s in samples(task, 30, seed0=5100):
         box = s.metadata["crop_box"]
         side = box[2] - box[0]
+        assert side == int(min(src.width, src.height) * 0.5)
         true = np.asarray(s.images[1 + s.metadata["answer_index"]])
         for o, im in zip(s.metadata["options"], s.images[1:]):
             n = o["window"][2] - o["window"][0]
@@ -636,17 +520,3 @@ def test_paper_preset_reproduces_the_paper_construction():
             elif o["method"].startswith("rotate"):
                 assert o["window"] == box and not o["shifted"]
                 assert np.array_equal(np.asarray(im), np.rot90(true, k=-1 if o["rotation"] == 90 else 1))
-
-
-def test_bytes_measured_while_equalising_are_the_stored_bytes(rgb_source):
-    """The options' encodings made to match their sizes are what the writer stores: equal to a fresh encoding with
-    the same settings, and ignored (encoded afresh) when the output settings differ."""
-    from data_builders.records import encoded_images
-    from ssrl_plugin.imaging import encode_image
-
-    sample = CropTask().generate(rgb_source(3), np.random.default_rng(0), 1)
-    assert sample.encoded_as == ("jpeg", 95) and sample.encoded[0] is None and all(sample.encoded[1:])
-    fresh = [encode_image(im, "jpeg", 95) for im in sample.images]
-    assert encoded_images(sample, "jpeg", 95) == fresh
-    assert encoded_images(sample, "jpeg", 80) == [encode_image(im, "jpeg", 80) for im in sample.images]
-    assert encoded_images(sample, "png", 95) == [encode_image(im, "png", 95) for im in sample.images]
