@@ -446,7 +446,8 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
                     weights[name] = weight if split_pools[split]["rgbd" if task.needs_depth else "rgb"] else 0.0
                 quotas = largest_remainder(totals[split], weights)
                 planner = make_planner(config, split, tasks, quotas, split_pools[split])
-                writer = DatasetWriter(out, split, config.output, state.get("writer") if split in state["splits"] else None)
+                writer = DatasetWriter(out, split, config.output, state.get("writer") if split in state["splits"] else None,
+                                       task_rows=quotas)
                 stats = split_stats.setdefault(split, SplitStats())
 
                 def checkpoint(split=split, stats=stats, writer=writer) -> None:
@@ -457,7 +458,7 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
 
                 run_split(quotas, planner, split_pools[split], config, executor, writer, stats, bad_sources, bar,
                           checkpoint)
-                files += writer.close()
+                files += writer.close(dict(stats.built))
                 state["splits"][split] = stats.to_json()
                 state["done"].append(split)
                 state["files"] = [str(f.relative_to(out)) for f in files]

@@ -30,6 +30,15 @@ def ground_truth(task: str, answer: str, options: dict[str, str] | None = None) 
     return compact_json(gt)
 
 
+def with_split_rows(gt: str, task_rows: int, split_rows: int) -> str:
+    """The ground truth with the number of rows of its task and of its whole split: what the EasyR1 reward needs
+    to log per-task accuracies that stay exact when EasyR1 pools metric lists across batches
+    (``reward_fns/easyr1.py``)."""
+    obj = json.loads(gt)
+    obj["task_rows"], obj["split_rows"] = int(task_rows), int(split_rows)
+    return compact_json(obj)
+
+
 @dataclass
 class Record:
     id: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
 
-from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema
+from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema, with_split_rows
 from .sft import SftWriter
 
 ROW_GROUP = 256
@@ -78,6 +80,23 @@ class ShardWriter:
             if stale.name not in keep:
                 stale.unlink()
 
+    def rewrite_ground_truths(self, fix) -> None:
+        """Apply ``fix`` to every written row's ground truth (after the last row, before :meth:`close`)."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer, self._rows_in_shard = None, 0
+        for path in self.paths:
+            table = pq.read_table(path, schema=self.schema)
+            if "answer" in self.schema.names:  # easyr1
+                col = pa.array([fix(v) for v in table.column("answer").to_pylist()], pa.string())
+                table = table.set_column(self.schema.get_field_index("answer"), "answer", col)
+            else:  # verl: reward_model.ground_truth
+                rms = [{**rm, "ground_truth": fix(rm["ground_truth"])} for rm in table.column("reward_model").to_pylist()]
+                i = self.schema.get_field_index("reward_model")
+                table = table.set_column(i, "reward_model", pa.array(rms, self.schema.field(i).type))
+            pq.write_table(table, path, compression=column_compression(self.schema), row_group_size=ROW_GROUP)
+
     def close(self) -> list[Path]:
         self._flush()
         if self._writer is not None:
@@ -97,9 +116,12 @@ class ShardWriter:
 class DatasetWriter:
     """Fans each record out to the EasyR1 and/or verl layout of one split; image files when not embedded."""
 
-    def __init__(self, out: Path, split: str, output: OutputConfig, state: dict[str, Any] | None = None):
-        """``state`` (from :meth:`state` at a shard boundary) continues an interrupted build."""
+    def __init__(self, out: Path, split: str, output: OutputConfig, state: dict[str, Any] | None = None,
+                 task_rows: dict[str, int] | None = None):
+        """``state`` (from :meth:`state` at a shard boundary) continues an interrupted build. ``task_rows``: the rows
+        each task will have in this split; every ground truth then records its task's and the split's row counts."""
         self.out, self.split, self.output = out, split, output
+        self.task_rows = {t: n for t, n in (task_rows or {}).items() if n > 0}
         embedded = output.embed_images
         self.writers: dict[str, ShardWriter] = {}
         sft_state = state["sft"] if state else None
@@ -130,6 +152,9 @@ class DatasetWriter:
     def write(self, rec: Record) -> None:
         images = self._images(rec)
         o = self.output
+        if self.task_rows:
+            rec = dataclasses.replace(rec, ground_truth=with_split_rows(rec.ground_truth, self.task_rows[rec.task],
+                                                                        sum(self.task_rows.values())))
         if "easyr1" in self.writers:
             self.writers["easyr1"].write(easyr1_row(rec, images, o.instruction, o.easyr1_instruction))
         if "verl" in self.writers:
@@ -156,6 +181,18 @@ class DatasetWriter:
                 if int(path.name.split("_")[0]) >= self.count:
                     path.unlink()
 
-    def close(self) -> list[Path]:
+    def close(self, built: dict[str, int] | None = None) -> list[Path]:
+        """``built``: the rows each task really got. Where that falls short of the planned ``task_rows``, the
+        ground truths already written get the real counts (so per-task metrics stay exact)."""
+        real = {t: n for t, n in (built or {}).items() if n > 0}
+        if self.task_rows and built is not None and real != self.task_rows:
+            total = sum(real.values())
+
+            def fix(gt: str) -> str:
+                task = json.loads(gt)["task"]
+                return with_split_rows(gt, real[task], total)
+
+            for w in self.writers.values():
+                w.rewrite_ground_truths(fix)
         files = [p for w in self.writers.values() for p in w.close()]
         return files + (self.sft.close() if self.sft is not None else [])

@@ -18,12 +18,26 @@ Returned keys, the same for every sample of a batch (EasyR1's online filter zips
 in batch mode, ``accuracy_<task>`` for each of the five built-in tasks (and any other task in the batch).
 
 How ``accuracy_<task>`` becomes the exact per-task accuracy in the logs: EasyR1 appends each returned value to a
-per-key list and logs ``reward/<key>`` as ``np.mean`` of that list over the whole batch
-(``verl/trainer/metrics.py: reduce_metrics``). So a sample of task t carries ``accuracy * N / N_t`` (N samples in
-the batch, N_t of task t) and every other sample 0: the batch mean is then sum(accuracy of t) / N_t. A single
-value can exceed 1; only the mean is meaningful, and a task absent from the batch logs 0. Never use these keys
-as ``algorithm.filter_key``. The sequential entry sees one sample at a time and returns the six common keys
-only. ``per_task_keys=False`` in ``reward_function_kwargs`` turns the per-task keys off.
+per-key list and logs the ``np.mean`` of that list (``reduce_metrics``), over one training batch, over the
+batches pooled by online filtering, or, in ``_validate``, over every validation batch extended into one list. A
+sample of task t therefore carries ``accuracy * w`` under ``accuracy_<t>`` and 0 under the other tasks' keys:
+
+- ``w = split_rows / task_rows`` when its ground truth says how many rows its task and its split have (every
+  ``ssrl build`` dataset does). The mean over the whole split is then sum(accuracy of t) / task_rows: the exact
+  task accuracy over the validation split, for any ``val_batch_size``, any row order and any number of rollouts
+  per prompt. On training batches, where the pooled list is some subset of the training split, the logged value
+  is exact in expectation over a shuffled sampler, and exact whenever the subset holds the tasks in the split's
+  proportions (e.g. a whole epoch).
+- ``w = N / N_t`` (N samples in the batch, N_t of task t) for ground truths that do not say (the released
+  Spatial-SSRL-81k data): exact for one batch, not once batches are pooled.
+
+A single value can exceed 1; only the mean is meaningful. Never use these keys as ``algorithm.filter_key``. The
+key set is the same for every batch of a dataset: the five built-in tasks (and any other task named in the batch)
+when the ground truths name their task; for plain ground truths (no task named) ``shuffle``, ``flip``, ``depth``
+and ``crop_or_position``, because crop and position both answer with a letter and cannot be told apart from
+the answer alone (``ssrl build`` data, or a ``task`` added to the released rows, gives both curves). The
+sequential entry sees one sample at a time and returns the six common keys only. ``per_task_keys=False`` in
+``reward_function_kwargs`` turns the per-task keys off.
 """
 
 from __future__ import annotations
@@ -44,25 +58,34 @@ REWARD_TYPE = "batch"
 REWARD_NAME = "spatial_ssrl"
 
 
-def _evaluate(response, ground_truth, options: scoring.Options) -> tuple[str, dict[str, float]]:
+PLAIN_TASKS = ("shuffle", "flip", "depth", scoring.CHOICE_TASK)  # what plain ground truths can be told apart into
+
+
+def _evaluate(response, ground_truth, options: scoring.Options) -> scoring.Result:
     try:
-        result = scoring.evaluate(response, ground_truth, None, options)
+        return scoring.evaluate(response, ground_truth, None, options)
     except Exception:  # noqa: BLE001 - never take the reward actor down (scoring.score() logs the cause)
-        return "unknown", scoring.score(response, ground_truth, **options.__dict__)
-    return result.task, result.scores()
+        result = scoring.Result()
+        for key, value in scoring.score(response, ground_truth, **options.__dict__).items():
+            setattr(result, key, value)
+        return result
 
 
 def _score_batch(pairs, options: scoring.Options, per_task: bool) -> list[dict[str, float]]:
-    evaluated = [_evaluate(r, g, options) for r, g in pairs]
+    results = [_evaluate(r, g, options) for r, g in pairs]
     if not per_task:
-        return [scores for _, scores in evaluated]
-    counts = Counter(task for task, _ in evaluated if task != "unknown")
-    tasks = sorted(set(BUILTIN_ORDER) | set(counts))
-    n = len(evaluated)
+        return [r.scores() for r in results]
+    counts = Counter(r.task for r in results if r.task != "unknown")
+    named = {r.task for r in results if r.named}
+    tasks = sorted(set(BUILTIN_ORDER) | named) if named else list(PLAIN_TASKS)
+    tasks += sorted(set(counts) - set(tasks))  # a task of neither kind (e.g. a plain letter among named tasks)
+    n = len(results)
     out = []
-    for task, scores in evaluated:
-        for t in tasks:  # batch mean of accuracy_<t> == accuracy over the samples of task t
-            scores[f"accuracy_{t}"] = scores["accuracy"] * n / counts[t] if task == t else 0.0
+    for r in results:
+        scores = r.scores()
+        weight = r.split_weight or (n / counts[r.task] if r.task in counts else 0.0)
+        for t in tasks:  # mean of accuracy_<t> over the split (or the batch) == accuracy over the samples of t
+            scores[f"accuracy_{t}"] = scores["accuracy"] * weight if r.task == t else 0.0
         out.append(scores)
     return out
 
@@ -105,7 +128,7 @@ def compute_score_sequential(reward_input, *args, **kwargs):
     options, _ = _options(kwargs)
     if isinstance(reward_input, Mapping):
         reward_input, ground_truth = _one_input(reward_input)
-    return _evaluate(reward_input, ground_truth, options)[1]
+    return _evaluate(reward_input, ground_truth, options).scores()
 
 
 main = compute_score

@@ -68,7 +68,10 @@ Our builder writes compact JSON ``{"answer":"B","task":"crop"}`` (plus ``"option
 position). Plain answers of the released Spatial-SSRL-81k data (``0-2-3-1``, ``3-0``, ``3-1-2``, ``A``) work too;
 a mapping with ``answer`` (or verl's ``{"ground_truth": ...}``) as well. The task name is the JSON ``task``, else
 ``task_hint`` when it names one of TASKS (``spatial_ssrl/crop`` or ``crop``), else inferred from the answer's shape
-(a permutation from 0: shuffle, from 1: depth, two numbers: flip, a letter: ``choice``).
+(a permutation from 0: shuffle, from 1: depth, two numbers: flip, a letter: ``crop_or_position``, since both
+answer with a letter). ``task_rows`` and ``split_rows`` (integers, written by ``ssrl build``: the rows of this
+task and of the whole split) come back as ``Result.split_weight = split_rows / task_rows``, which the EasyR1
+reward uses to keep per-task accuracies exact when metric lists are pooled across batches.
 
 Options (all off by default, so the default reproduces the paper's 0.9/0.1 reward)
 ---------------------------------------------------------------------------------
@@ -298,6 +301,16 @@ class Truth:
     answer: str  # the canonical answer string
     values: tuple = ()  # ints for perm/list
     options: tuple = ()  # ((letter, text key), ...) when the option texts are known
+    split_weight: float = 0.0  # split_rows / task_rows from the ground truth; 0 when it does not say
+    named: bool = False  # the task comes from the ground truth or the hint, not from the answer's shape
+
+
+CHOICE_TASK = "crop_or_position"  # a plain letter: the released data answers crop and position alike
+
+
+def _split_weight(task_rows, split_rows) -> float:
+    ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (task_rows, split_rows))
+    return split_rows / task_rows if ok and 0 < task_rows <= split_rows else 0.0
 
 
 _TASK_NAME = re.compile(r"[a-z0-9_]{1,32}")
@@ -315,7 +328,7 @@ def _text_key(text: str) -> tuple:
     return tuple(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def _make_truth(answer, task: str, options, hint: str) -> Truth | None:
+def _make_truth(answer, task: str, options, hint: str, weight: float = 0.0) -> Truth | None:
     if isinstance(answer, bool) or not isinstance(answer, (str, int)):
         return None
     answer = str(answer).strip()
@@ -326,7 +339,7 @@ def _make_truth(answer, task: str, options, hint: str) -> Truth | None:
         opts = tuple(sorted((k.strip(), tuple(sorted(_text_key(v)))) for k, v in options.items()
                             if isinstance(k, str) and isinstance(v, str) and _GT_LETTER.fullmatch(k.strip())))
     if _GT_LETTER.fullmatch(answer):
-        kind, values, inferred = "choice", (), "choice"
+        kind, values, inferred = "choice", (), CHOICE_TASK
     else:
         values = _numbers(_clean(answer) or "")
         if values is None:
@@ -336,7 +349,9 @@ def _make_truth(answer, task: str, options, hint: str) -> Truth | None:
             kind, inferred = "perm", ("shuffle" if min(values) == 0 else "depth")
         else:
             kind, inferred = "list", ("flip" if len(values) == 2 else "unknown")
-    return Truth(task=_task_name(task) or hint or inferred, kind=kind, answer=answer, values=values, options=opts)
+    named = _task_name(task) or hint
+    return Truth(task=named or inferred, kind=kind, answer=answer, values=values, options=opts,
+                 split_weight=weight, named=bool(named))
 
 
 @lru_cache(maxsize=8192)
@@ -362,7 +377,8 @@ def _parse_truth_str(gt: str, hint: str) -> Truth | None:
 
 def _truth_from_mapping(obj: Mapping, hint: str, depth: int = 0) -> Truth | None:
     if "answer" in obj:
-        return _make_truth(obj.get("answer"), obj.get("task"), obj.get("options"), hint)
+        return _make_truth(obj.get("answer"), obj.get("task"), obj.get("options"), hint,
+                           _split_weight(obj.get("task_rows"), obj.get("split_rows")))
     inner = obj.get("ground_truth")  # verl's reward_model column
     if depth < 2 and isinstance(inner, str):
         return _truth_from_str(inner, hint)
@@ -516,6 +532,8 @@ def _repetition_penalty(text: str, o: Options) -> float:
 @dataclass
 class Result:
     task: str = "unknown"  # the task name for per-task metrics ("unknown" when the ground truth is unusable)
+    split_weight: float = 0.0  # split_rows / task_rows of the ground truth (0: unknown)
+    named: bool = False  # the task was named (JSON ``task`` or a hint), not inferred from the answer
     answer: object = None  # the canonical answer found in the response, None if none
     accuracy: float = 0.0
     format: float = 0.0
@@ -560,7 +578,8 @@ def evaluate(response, ground_truth, task_hint=None, options: Options = DEFAULT_
     if not isinstance(response, str):
         response = ""
     truth = parse_truth(ground_truth, task_hint)
-    r = Result(task=truth.task if truth else "unknown")
+    r = Result(task=truth.task if truth else "unknown", split_weight=truth.split_weight if truth else 0.0,
+               named=bool(truth and truth.named))
     r.format = 1.0 if format_ok(response, options.think_open, options.think_close) else 0.0
     if truth is not None:
         r.accuracy, r.hedged, r.answer = _accuracy(response, truth, options)

@@ -318,7 +318,7 @@ def test_task_names():
     assert evaluate(R("B"), CROP).task == "crop"
     assert evaluate(R("B"), "B", task_hint="spatial_ssrl/position").task == "position"
     assert evaluate(R("B"), CROP, task_hint="spatial_ssrl/position").task == "crop"  # the ground truth wins
-    assert evaluate(R("B"), "B", task_hint="Spatial-SSRL-81k").task == "choice"  # not a task name
+    assert evaluate(R("B"), "B", task_hint="Spatial-SSRL-81k").task == "crop_or_position"  # not a task name
     assert evaluate(R("0-2-3-1"), "0-2-3-1").task == "shuffle"
     assert evaluate(R("3-1-2"), "3-1-2").task == "depth"
     assert evaluate(R("3-0"), "3-0").task == "flip"
@@ -375,7 +375,7 @@ def test_easyr1_batch_current():
     assert logged["reward/accuracy_depth"] == pytest.approx(1 / 2)
     assert logged["reward/accuracy_position"] == pytest.approx(1 / 2)
     assert logged["reward/accuracy_shuffle"] == 1.0 and logged["reward/accuracy_flip"] == 1.0
-    assert logged["reward/accuracy_choice"] == 1.0  # legacy letter without a task
+    assert logged["reward/accuracy_crop_or_position"] == 1.0  # legacy letter without a task
     assert logged["reward/accuracy"] == pytest.approx(7 / 10)
 
 

@@ -56,7 +56,7 @@ def test_score_never_raises_and_stays_in_range(response, truth, opts):
 def test_evaluate_itself_never_raises(response, truth):
     # evaluate() has no safety net: a bug would surface here instead of being scored 0 by score().
     r = evaluate(response, truth)
-    assert r.task in scoring.TASKS + ("choice", "unknown")
+    assert r.task in scoring.TASKS + (scoring.CHOICE_TASK, "unknown")
 
 
 @settings(max_examples=1000, deadline=None)

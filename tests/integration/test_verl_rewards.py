@@ -250,3 +250,47 @@ def test_reward_per_task_reads_verl_rollout_dumps(batch, tmp_path):
         assert float(fields[2]) == pytest.approx(sum(task_scores) / n, abs=1e-3)
     total = next(ln for ln in out.splitlines() if ln.split()[:1] == ["all"]).split()
     assert int(total[1]) == len(meta) and float(total[3]) == pytest.approx(accuracy, abs=1e-3)
+
+
+def test_val_core_per_task_curves_are_exact_over_validation_batches(built):
+    """verl 0.9.1's ``_validate`` extends ``data_source`` and every reward key over all validation batches, then
+    ``process_validation_metrics`` groups by data source: ``val-core/spatial_ssrl/<task>/acc/mean@1`` is the task's
+    accuracy over the split whatever ``val_batch_size`` (replayed here with verl's own function; its trainer module
+    needs verl's GPU extras to import, so its metric naming is checked in the installed source)."""
+    from pathlib import Path
+
+    import verl
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    source = (Path(verl.__path__[0]) / "trainer" / "ppo" / "ray_trainer.py").read_text()
+    for fragment in ('core_var = "acc" if "acc" in var2metric2val else "reward"',
+                     'pfx = f"{metric_sec}/{data_source}/{var_name}/{metric_name}"',
+                     "data_sources = np.concatenate(data_source_lst, axis=0)"):
+        assert fragment in source, f"verl's validation metrics changed: {fragment} not found"
+    fn = get_custom_reward_fn(reward_config(REF_KINDS["pkg"]))
+    rows = [r for f in shards(built, "verl", "val") + shards(built, "verl", "train") for r in pq.read_table(f).to_pylist()]
+    rng = np.random.default_rng(0)
+    right = rng.random(len(rows)) < 0.6
+    texts = []
+    for r, ok in zip(rows, right):
+        answer = json.loads(r["reward_model"]["ground_truth"])["answer"]
+        texts.append(f"<think>x</think> \\boxed{{{answer if ok else _wrong(answer)}}}")
+    truth = {}
+    for task in ("shuffle", "flip", "crop", "depth", "position"):
+        hits = [ok for r, ok in zip(rows, right) if r["extra_info"]["task"] == task]
+        truth[task] = float(np.mean(hits))
+    for batch_size in (1, 4, 7, len(rows)):
+        order = rng.permutation(len(rows))
+        data_source_lst, infos = [], {}
+        for start in range(0, len(rows), batch_size):
+            idx = order[start : start + batch_size]
+            scores = [fn(data_source=rows[i]["data_source"], solution_str=texts[i],
+                         ground_truth=rows[i]["reward_model"]["ground_truth"], extra_info=rows[i]["extra_info"]) for i in idx]
+            data_source_lst.append(np.array([rows[i]["data_source"] for i in idx], dtype=object))
+            for key in scores[0]:
+                infos.setdefault(key, []).extend(s[key] for s in scores)
+        data_sources = np.concatenate(data_source_lst, axis=0)
+        uids = [rows[i]["extra_info"]["id"] for i in order]
+        metrics = process_validation_metrics(data_sources, uids, infos)
+        for task, acc in truth.items():
+            assert metrics[f"spatial_ssrl/{task}"]["acc"]["mean@1"] == pytest.approx(acc), (batch_size, task)
