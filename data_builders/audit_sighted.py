@@ -12,18 +12,22 @@ audit, so each task also gets a solver that reads the pixels the model sees and 
   first difference across the seam against the mean of the first differences on either side (a smooth continuation
   has none left over) plus half of the plain jump across it, on grey (after fitting the candidate's grey gain and
   offset to the ring: a construction may equalise brightness and contrast) and on the chroma residual
-  (rgb - grey, at 0.15 of the weight: JPEG keeps chroma coarser), in mean absolute units divided by the ring's own mean absolute deviation, so every
-  sample counts alike. The candidate with the smallest cost is the prediction. Only the pixels and
-  ``metadata["crop_box"]`` (where the hole is, which the model sees too) are used, never what the options are.
+  (rgb - grey, at 0.15 of the weight: JPEG keeps chroma coarser), in mean absolute units divided by the ring's own
+  mean absolute deviation, so every sample counts alike. The candidate with the smallest cost is the prediction.
+  Only the pixels and ``metadata["crop_box"]`` (where the hole is, which the model sees too) are used, never what
+  the options are.
 - ``shuffle``: *patch-edge compatibility*. For every ordered pair of displayed patches, the cost of putting j right
-  of i (i's last column next to j's first) and j below i (i's last row over j's first row): the mean of
-  sqrt|difference| (robust to a few mismatched pixels) of the two edge lines, smoothed along the edge over 3 px,
-  in colour, on the pixels inside the drawn border (``border_px``) and away from every label (the
-  :func:`ssrl_plugin.tasks.grid.comparison_mask` of the labels). Then the arrangement of the patches into the
-  R x C grid with the least total cost: every permutation (numpy over all of them) up to 8 patches, a beam search
-  in reading order beyond; the identity order is left out (the task never uses it). In the ``_mask`` variants the
-  white patch (the question says one is there; found as the whitest, flattest patch) has no edges: every pair with
-  it costs the median of the other pairs.
+  of i (i's last column next to j's first) and j below i (i's last row over j's first row). The lines compared
+  are the first ones inside the drawn border (``border_px``) plus one pixel of JPEG ringing, smoothed along the
+  edge over 3 px, in colour, on the pixels away from every label (the :func:`ssrl_plugin.tasks.grid.comparison_mask`
+  of the labels); the two lines are 2 * (border_px + 1) + 1 pixels apart in the original picture. The cost is the
+  mean sqrt|difference| of the two lines (robust to a few mismatched pixels) over the same root of the variation
+  each patch shows over that distance inside itself (plus a noise floor): a seam through texture may jump as much
+  as the texture does, a seam through a flat area may not (without it, arrangements that put flat edges together
+  win on real photographs). Then the arrangement of the patches into the R x C grid with the least total cost:
+  every permutation (numpy over all of them) up to 8 patches, a beam search in reading order beyond; the identity
+  order is left out (the task never uses it). In the ``_mask`` variants the white patch (the question says one is
+  there; found as the whitest, flattest patch) has no edges: every pair with it costs the median of the others.
 
 ``sighted_item(row)`` returns ``{"correct": ..., "pred": ..., ...}`` for one stored row (None for a task without a
 sighted solver); ``audit_sighted(task, variant, items)`` turns the items of one group into ``SolverResult`` rows
@@ -57,10 +61,15 @@ BEAM_WIDTH = 2000
 TIE = 1e-9
 
 
-def _pil(data: bytes):
+def _image(row, i: int) -> np.ndarray:
+    """Image ``i`` of a row as an RGB uint8 array: the row's own decoded copy when it keeps one (``Row.array``, shared
+    with the other solvers of the audit), else decoded here by :func:`ssrl_plugin.imaging.decode_image`."""
+    get = getattr(row, "array", None)
+    if callable(get):
+        return get(i)
     from ssrl_plugin.imaging import decode_image
 
-    return decode_image(data)
+    return np.asarray(decode_image(row.images[i]))
 
 
 def _tied_score(costs: np.ndarray, truth: int | None) -> tuple[int, float, int]:
@@ -139,10 +148,11 @@ def crop_seam_costs(picture, box: list[int], candidates: list[np.ndarray], rows:
 def solve_crop(row) -> dict[str, Any]:
     from PIL import Image
 
-    picture = _pil(row.images[0])
-    cands = [_pil(d) for d in row.images[1:5]]
-    side = min(min(c.size) for c in cands)
-    arrays = [np.asarray(c if c.size == (side, side) else c.resize((side, side), Image.BOX)) for c in cands]
+    picture = Image.fromarray(_image(row, 0))
+    cands = [_image(row, i) for i in range(1, min(5, len(row.images)))]
+    side = min(min(c.shape[:2]) for c in cands)
+    arrays = [c if c.shape[:2] == (side, side) else np.asarray(Image.fromarray(c).resize((side, side), Image.BOX))
+              for c in cands]
     costs, sides = crop_seam_costs(picture, row.metadata["crop_box"], arrays)
     truth = LETTERS.index(row.answer) if row.answer in LETTERS[: len(arrays)] else None
     pred, correct, tied = _tied_score(costs, truth)
@@ -287,15 +297,15 @@ def best_arrangement(H: np.ndarray, V: np.ndarray, rows: int, cols: int, truth: 
     tied = np.flatnonzero(cost <= best + TIE * (1.0 + abs(best)))
     pred = [int(v) for v in perms[tied[0]]]
     score = 0.0
-    if truth is not None:
-        score = sum(1.0 for t in tied if [int(v) for v in perms[t]] == list(truth)) / len(tied)
+    if truth is not None and len(truth) == k:
+        score = float((perms[tied] == np.asarray(truth)).all(axis=1).sum()) / len(tied)
     return pred, score, int(len(tied))
 
 
 def solve_shuffle(row) -> dict[str, Any]:
     meta = row.metadata
     rows, cols = (int(v) for v in meta["grid"])
-    img = np.asarray(_pil(row.images[0]))
+    img = _image(row, 0)
     H, V, white = shuffle_pair_costs(img, meta)
     truth = [int(t) for t in row.answer.split("-")]
     pred, correct, tied = best_arrangement(H, V, rows, cols, truth)
