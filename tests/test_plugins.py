@@ -183,7 +183,9 @@ def test_build_with_plugin_task(plugin_site, tmp_path):
     assert len(rows) == 16
     for row in rows:
         gt = json.loads(row["answer"])
-        assert row["task"] == gt["task"] == TASK and set(gt) == {"task", "answer"} and gt["answer"] in ("A", "B")
+        assert row["task"] == gt["task"] == TASK and set(gt) == {"task", "answer", "task_rows", "split_rows"}
+        assert gt["answer"] in ("A", "B") and gt["task_rows"] == gt["split_rows"] in (12, 4)  # one task: its split
+    assert sorted(json.loads(r["answer"])["split_rows"] for r in rows) == [4] * 4 + [12] * 12
     report = verify_dataset(out)
     assert report.checked == 16 and report.problems == []
 
