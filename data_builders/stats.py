@@ -55,6 +55,20 @@ class Row:
     metadata: dict[str, Any]
     images: list[bytes] | None = None  # None when read without images
     index: int = 0  # position in the dataset's reading order
+    _arrays: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def array(self, i: int):
+        """Image ``i`` decoded to an RGB uint8 array, once: later calls (rule, learned and sighted solvers of
+        ``ssrl audit``) share it. Treat it as read-only."""
+        if i not in self._arrays:
+            import numpy as np
+
+            from ssrl_plugin.imaging import decode_image
+
+            if self.images is None:
+                raise ValueError(f"{self.id}: read without images")
+            self._arrays[i] = np.asarray(decode_image(self.images[i]))
+        return self._arrays[i]
 
     @property
     def answer(self) -> str:
