@@ -28,7 +28,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "datasets>=2.16"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "datasets>=2.16", "scikit-learn>=1.3"],
+        "audit": ["scikit-learn>=1.3"],  # ssrl audit's learned blind solvers (gradient-boosted trees)
     },
     entry_points={"console_scripts": ["ssrl=ssrl_plugin.cli:main"]},
 )

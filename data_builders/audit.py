@@ -41,7 +41,10 @@ from ssrl_plugin.errors import SSRLError
 
 from .stats import Row, iter_rows, pick_layout, read_manifest
 
-THRESHOLD = 0.05
+THRESHOLD = 0.05  # rule solvers (one statistic)
+LEARNED_THRESHOLD = 0.03  # learned solvers (data_builders.audit_learned)
+SIGHTED_MIN = 0.90  # default for sighted solvers when data_builders.audit_sighted does not say
+BLIND_KINDS = ("rule", "learned")  # solvers that must NOT find the answer (sighted ones must)
 MIN_N = 20
 CONFIDENCE = 0.95
 MAX_PER_GROUP = 2000
@@ -199,7 +202,7 @@ REGION_FEATURES = ("brightness", "contrast", "sharpness")
 
 def grid_patch_features(row: Row) -> dict[str, list[float]]:
     """Per displayed patch (reading order of the display): brightness, contrast, sharpness, JPEG bytes."""
-    img = _decode(row.images[0])
+    img = row.array(0)
     meta = row.metadata
     boxes = meta["display_boxes"]
     pw, ph = boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]
@@ -217,7 +220,7 @@ def grid_patch_features(row: Row) -> dict[str, list[float]]:
 def option_features(row: Row, arrays: list | None = None) -> dict[str, list[float]]:
     """Per candidate (A-D): pixel count, aspect, brightness, contrast, sharpness, stored bytes."""
     out: dict[str, list[float]] = defaultdict(list)
-    arrays = arrays if arrays is not None else [_decode(d) for d in row.images[1:5]]
+    arrays = arrays if arrays is not None else [row.array(i) for i in range(1, min(5, len(row.images)))]
     for data, arr in zip(row.images[1:5], arrays):
         h, w = arr.shape[:2]
         f = image_features(arr)
@@ -238,7 +241,7 @@ def rotation_twins(row: Row, arrays: list | None = None) -> list[float]:
     picture with the hole is needed."""
     import numpy as np
 
-    arrs = [a.astype(np.float32) for a in (arrays if arrays is not None else [_decode(d) for d in row.images[1:5]])]
+    arrs = [a.astype(np.float32) for a in (arrays if arrays is not None else [row.array(i) for i in range(1, min(5, len(row.images)))])]
     twins = [0.0] * len(arrs)
     for i in range(len(arrs)):
         for j in range(i + 1, len(arrs)):
@@ -253,7 +256,7 @@ def rotation_twins(row: Row, arrays: list | None = None) -> list[float]:
 
 def region_features(row: Row) -> dict[str, dict[str, float]]:
     """Per region label: brightness, contrast, sharpness inside its box, and its centre's y (image rows)."""
-    img = _decode(row.images[0])
+    img = row.array(0)
     out = {}
     for r in row.metadata["regions"]:
         x0, y0, x1, y1 = r["box"]
@@ -280,12 +283,16 @@ class SolverResult:
     ci95: tuple[float, float] = (0.0, 1.0)
     status: str = "ok"
     kind: str = "rule"  # "rule" (one statistic), "learned" (a fitted blind model), "sighted" (solves it with the picture)
+    groups: dict[str, float] = field(default_factory=dict)  # learned: accuracy of each feature group fitted alone
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "variant": self.variant, "solver": self.solver, "target": self.target, "n": self.n,
-                "accuracy": round(self.accuracy, 4), "chance": round(self.chance, 4), "margin": round(self.margin, 4),
-                "ci95": [round(self.ci95[0], 4), round(self.ci95[1], 4)], "status": self.status,
-                "counted": self.counted, "detail": self.detail, "kind": self.kind}
+        d = {"task": self.task, "variant": self.variant, "solver": self.solver, "target": self.target, "n": self.n,
+             "accuracy": round(self.accuracy, 4), "chance": round(self.chance, 4), "margin": round(self.margin, 4),
+             "ci95": [round(self.ci95[0], 4), round(self.ci95[1], 4)], "status": self.status,
+             "counted": self.counted, "detail": self.detail, "kind": self.kind}
+        if self.groups:
+            d["feature_groups"] = dict(self.groups)
+        return d
 
 
 def _most_frequent(items: list, key: str) -> list:
@@ -494,7 +501,7 @@ def extract(row: Row) -> dict[str, Any] | None:
     meta, answer = row.metadata, row.answer
     base = {"id": row.id, "group": str((meta.get("source") or {}).get("id", row.id)), "answer": answer}
     if row.task == "crop":
-        arrays = [_decode(d) for d in row.images[1:5]]
+        arrays = [row.array(i) for i in range(1, min(5, len(row.images)))]
         return {**base, "answer_index": LETTERS.index(answer) if answer in LETTERS else -1,
                 "feats": option_features(row, arrays), "twins": rotation_twins(row, arrays)}
     if row.task == "flip":
@@ -520,8 +527,11 @@ class AuditReport:
     skipped_tasks: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # rows whose images or metadata could not be read
     threshold: float = THRESHOLD
+    learned_threshold: float = LEARNED_THRESHOLD
+    sighted_min: float | None = None  # audit_sighted.SIGHTED_MIN when sighted solvers ran
     min_n: int = MIN_N
     z_decision: float = 0.0
+    notes: list[str] = field(default_factory=list)  # one line each, e.g. why the learned solvers did not run
 
     @property
     def failures(self) -> list[SolverResult]:
@@ -536,25 +546,37 @@ class AuditReport:
         return "PASS"
 
     def best(self) -> dict[str, dict[str, Any]]:
-        """Per task/variant: the counted solver with the largest margin over chance."""
+        """Per task/variant: the counted blind solver (rule or learned) with the largest margin over chance."""
         out: dict[str, dict[str, Any]] = {}
         for r in self.results:
-            if not r.counted:
+            if not r.counted or r.kind not in BLIND_KINDS:
                 continue
             key = f"{r.task}/{r.variant}"
             if key not in out or r.margin > out[key]["margin"]:
-                out[key] = {"solver": r.solver, "target": r.target, "n": r.n, "accuracy": round(r.accuracy, 4),
-                            "chance": round(r.chance, 4), "margin": round(r.margin, 4),
+                out[key] = {"solver": r.solver, "kind": r.kind, "target": r.target, "n": r.n,
+                            "accuracy": round(r.accuracy, 4), "chance": round(r.chance, 4), "margin": round(r.margin, 4),
                             "ci95": [round(r.ci95[0], 4), round(r.ci95[1], 4)], "status": r.status}
         return out
+
+    @property
+    def decision(self) -> str:
+        m = sum(r.counted and r.kind in BLIND_KINDS for r in self.results)
+        text = (f"FAIL when accuracy - chance > {self.threshold:g} (rule solvers) or > {self.learned_threshold:g} "
+                f"(learned solvers) and the one-sided Wilson lower bound (z = {self.z_decision:.2f}, Bonferroni over "
+                f"{m} blind solvers) is above chance")
+        if self.sighted_min is not None:
+            text += f"; a sighted solver FAILS below {self.sighted_min:.0%} (the answer must be recoverable from the picture)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "result": self.result,
             "threshold": self.threshold,
+            "learned_threshold": self.learned_threshold,
+            "sighted_min": self.sighted_min,
             "min_n": self.min_n,
-            "decision": (f"FAIL when accuracy - chance > {self.threshold:g} and the one-sided Wilson lower bound "
-                         f"(z = {self.z_decision:.2f}, Bonferroni over {len(self.results)} solvers) is above chance"),
+            "decision": self.decision,
+            "kinds": dict(Counter(r.kind for r in self.results)),
             "samples": self.groups,
             "samples_in_dataset": self.available,
             "failures": [r.to_dict() for r in self.failures],
@@ -563,6 +585,7 @@ class AuditReport:
             "skipped_tasks": self.skipped_tasks,
             "unreadable_rows": len(self.unreadable),
             "unreadable_examples": self.unreadable[:10],
+            "notes": self.notes,
         }
 
     def manifest_entry(self) -> dict[str, Any]:
@@ -574,26 +597,91 @@ class AuditReport:
         return d
 
 
+def _sighted_module(notes: list[str]):
+    """data_builders.audit_sighted when it exists and has ``sighted_item`` and ``audit_sighted`` (else None; a module
+    that exists but cannot be imported is skipped with a note)."""
+    import importlib
+
+    name = f"{__package__}.audit_sighted"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken optional module must not stop the audit
+        notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
+        return None
+    return mod if all(callable(getattr(mod, n, None)) for n in ("sighted_item", "audit_sighted")) else None
+
+
+def _decide(report: AuditReport) -> None:
+    """Accuracy, margin, 95 % interval and status of every result (rules: threshold; learned: learned_threshold;
+    both with the Bonferroni lower bound; sighted: solvable at SIGHTED_MIN or above, else FAIL)."""
+    m = max(1, sum(r.counted and r.kind in BLIND_KINDS for r in report.results))
+    report.z_decision = NormalDist().inv_cdf(1 - (1 - CONFIDENCE) / m)  # one-sided, Bonferroni
+    z95 = NormalDist().inv_cdf(0.975)
+    for r in report.results:
+        r.accuracy = r.score / r.n if r.n else 0.0
+        r.margin = r.accuracy - r.chance
+        r.ci95 = wilson(r.score, r.n, z95)
+        if r.kind == "sighted":
+            if r.accuracy >= (report.sighted_min if report.sighted_min is not None else SIGHTED_MIN):
+                r.status = "solvable"
+            else:
+                r.status = "reference" if not r.counted else "few samples" if r.n < report.min_n else "FAIL"
+            continue
+        if r.margin <= (report.learned_threshold if r.kind == "learned" else report.threshold):
+            r.status = "ok"
+        elif not r.counted:
+            r.status = "reference"
+        elif r.n < report.min_n:
+            r.status = "few samples"
+        elif wilson(r.score, r.n, report.z_decision)[0] > r.chance:
+            r.status = "FAIL"
+        else:
+            r.status = "not significant"
+
+
 def run_audit(out: str | Path, layout: str | None = None, threshold: float = THRESHOLD, min_n: int = MIN_N,
-              max_per_group: int = MAX_PER_GROUP, progress: bool = False) -> AuditReport:
+              max_per_group: int = MAX_PER_GROUP, progress: bool = False, learned: bool = True, sighted: bool = True,
+              learned_threshold: float = LEARNED_THRESHOLD) -> AuditReport:
+    """Rule solvers, learned blind solvers (``learned``: data_builders.audit_learned, needs scikit-learn) and sighted
+    solvers (``sighted``: data_builders.audit_sighted when present), all fed by one pass over the rows that decodes
+    every image once."""
     out = Path(out)
     read_manifest(out)
     layout = pick_layout(out, layout)
     if not 0 < threshold < 1:
         raise SSRLError(f"--threshold {threshold}: must be in (0, 1)")
+    if not 0 < learned_threshold < 1:
+        raise SSRLError(f"--learned-threshold {learned_threshold}: must be in (0, 1)")
     # pass 1: ids per group (no images), the first max_per_group by id hash
     ids: dict[tuple[str, str], list[str]] = defaultdict(list)
     for row in iter_rows(out, layout, images=False):
         ids[(row.task, row.variant)].append(row.id)
     if not ids:
         raise SSRLError(f"{out}: the dataset has no rows")
-    report = AuditReport(threshold=threshold, min_n=min_n)
+    report = AuditReport(threshold=threshold, min_n=min_n, learned_threshold=learned_threshold)
     keep: set[str] = set()
     for key, group in ids.items():
         report.available[f"{key[0]}/{key[1]}"] = len(group)
         keep.update(sorted(group, key=_hash)[:max_per_group] if max_per_group > 0 else group)
+    L = None
+    if learned:
+        from . import audit_learned
+
+        if audit_learned.available():
+            L = audit_learned
+        else:
+            report.notes.append(audit_learned.MISSING)
+    S = _sighted_module(report.notes) if sighted else None
+    if S is not None:
+        report.sighted_min = float(getattr(S, "SIGHTED_MIN", SIGHTED_MIN))
     # pass 2: features of the kept rows
     items: dict[tuple[str, str], list] = defaultdict(list)
+    seen: dict[tuple[str, str], list] = defaultdict(list)
+    sighted_errors: list[str] = []
     from tqdm import tqdm
 
     for row in tqdm(iter_rows(out, layout, select=keep), total=len(keep), disable=not progress, desc="ssrl audit"):
@@ -603,38 +691,52 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
             continue
         try:
             it = extract(row)
+            if it is not None and L is not None:
+                it["learned"] = L.learned_item(row, row.array, it)
         except (KeyError, IndexError, TypeError, ValueError, SSRLError) as exc:  # a malformed row is reported, not fatal
             report.unreadable.append(f"{row.id}: {type(exc).__name__}: {exc}")
             continue
-        if it is not None:
-            items[(row.task, row.variant)].append(it)
+        if it is None:
+            continue
+        items[(row.task, row.variant)].append(it)
+        if S is not None:
+            try:
+                s_item = S.sighted_item(row)
+            except Exception as exc:  # noqa: BLE001 - the sighted module is optional; its errors are noted
+                sighted_errors.append(f"{row.id}: {type(exc).__name__}: {exc}")
+                s_item = None
+            if s_item is not None:
+                seen[(row.task, row.variant)].append({**s_item, "id": it["id"], "group": it["group"]})
+    if sighted_errors:
+        report.notes.append(f"sighted_item failed on {len(sighted_errors)} rows, e.g. {sighted_errors[0]}")
     for (task, variant), group in sorted(items.items()):
         report.groups[f"{task}/{variant}"] = len(group)
         if len(group) < 2:
             continue
         report.results += AUDITORS[task](group, variant)
-    m = max(1, sum(r.counted for r in report.results))
-    alpha = (1 - CONFIDENCE) / m
-    report.z_decision = NormalDist().inv_cdf(1 - alpha)  # one-sided, Bonferroni
-    z95 = NormalDist().inv_cdf(0.975)
-    for r in report.results:
-        r.accuracy = r.score / r.n if r.n else 0.0
-        r.margin = r.accuracy - r.chance
-        r.ci95 = wilson(r.score, r.n, z95)
-        if r.margin <= threshold:
-            r.status = "ok"
-        elif not r.counted:
-            r.status = "reference"
-        elif r.n < min_n:
-            r.status = "few samples"
-        elif wilson(r.score, r.n, report.z_decision)[0] > r.chance:
-            r.status = "FAIL"
-        else:
-            r.status = "not significant"
+        if L is not None:
+            report.results += L.audit_learned(task, variant, group)
+        if seen.get((task, variant)):
+            try:
+                found = list(S.audit_sighted(task, variant, seen[(task, variant)]))
+            except Exception as exc:  # noqa: BLE001
+                report.notes.append(f"sighted solvers of {task}/{variant} failed: {type(exc).__name__}: {exc}")
+                found = []
+            for r in found:
+                r.kind = "sighted"
+            report.results += found
+    _decide(report)
     return report
 
 
+def _line(r: SolverResult) -> str:
+    return (f"  {r.status:<15} [{r.kind}] {r.solver} [{r.target}]: {r.accuracy:.1%} vs chance {r.chance:.1%} "
+            f"({r.margin * 100:+.1f} pts, 95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%})")
+
+
 def format_report(report: AuditReport, show_all: bool = False) -> str:
+    """Per task/variant: the two best rules, every learned and sighted solver and anything not ok; then one line
+    per failure (with its detail: for a learned solver, its most useful feature group) and the verdict."""
     lines = []
     by_group: dict[str, list[SolverResult]] = defaultdict(list)
     for r in report.results:
@@ -642,20 +744,29 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
     for key in sorted(report.groups):
         rs = sorted(by_group.get(key, []), key=lambda r: -r.margin)
         lines.append(f"{key}: n={report.groups[key]}" + (f" (of {report.available[key]})" if report.available.get(key, 0) > report.groups[key] else ""))
-        shown = rs if show_all else [r for r in rs if r.counted][:2] + [r for r in rs if r.status not in ("ok",) and r not in rs[:2]]
-        seen = set()
+        rules = [r for r in rs if r.kind == "rule"]
+        shown = rs if show_all else ([r for r in rules if r.counted][:2] + [r for r in rs if r.kind != "rule"]
+                                     + [r for r in rules if r.status != "ok"])
+        done: set[int] = set()
         for r in shown:
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            lines.append(f"  {r.status:<15} {r.solver} [{r.target}]: {r.accuracy:.1%} vs chance {r.chance:.1%} "
-                         f"({r.margin * 100:+.1f} pts, 95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%})")
+            if id(r) not in done:
+                done.add(id(r))
+                lines.append(_line(r))
+                if r.kind == "learned" and r.groups:
+                    g, v = next(iter(r.groups.items()))
+                    lines.append(f"{'':<19}most useful feature group: {g} ({v:.1%} fitted alone)")
     for r in report.failures:
-        lines.append(f"FAIL {r.task}/{r.variant}: '{r.solver}' ({r.target}) {r.accuracy:.1%} vs chance {r.chance:.1%}: {r.detail}")
+        lines.append(f"FAIL {r.task}/{r.variant}: '{r.solver}' ({r.target}; {r.kind}) {r.accuracy:.1%} vs chance "
+                     f"{r.chance:.1%}: {r.detail}")
     if report.unreadable:
         lines.append(f"{len(report.unreadable)} rows could not be read, e.g. {report.unreadable[0]}")
-    lines.append(f"audit: {report.result} (no solver may beat chance by more than {report.threshold * 100:g} points; "
-                 f"{len(report.results)} solvers on {sum(report.groups.values())} samples)")
+    lines += report.notes
+    kinds = Counter(r.kind for r in report.results)
+    counts = ", ".join(f"{kinds[k]} {k}" for k in ("rule", "learned", "sighted") if kinds.get(k))
+    sighted = (f"; sighted solvers must reach {report.sighted_min:.0%}" if report.sighted_min is not None and kinds.get("sighted") else "")
+    lines.append(f"audit: {report.result} (no rule may beat chance by more than {report.threshold * 100:g} points, no "
+                 f"learned solver by more than {report.learned_threshold * 100:g}{sighted}; {counts or 'no'} solvers on "
+                 f"{sum(report.groups.values())} samples)")
     return "\n".join(lines)
 
 
@@ -671,7 +782,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     import sys
 
     report = run_audit(args.dir, layout=args.layout, threshold=args.threshold, min_n=args.min_n,
-                       max_per_group=args.max_per_group, progress=sys.stderr.isatty() and not args.json)
+                       max_per_group=args.max_per_group, progress=sys.stderr.isatty() and not args.json,
+                       learned=not args.no_learned, sighted=not args.no_sighted, learned_threshold=args.learned_threshold)
     if args.write_manifest:
         write_manifest_entry(args.dir, report)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report, show_all=args.all))
@@ -679,13 +791,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("audit", help="shortcut solvers without spatial reasoning vs chance; PASS when none beats it by > 5 points")
+    p = subparsers.add_parser("audit", help="shortcut solvers without spatial reasoning vs chance (rules: > 5 points fails, learned: > 3)")
     p.add_argument("dir", help="dataset folder made by ssrl build")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--write-manifest", action="store_true", help="record the result in DIR/manifest.json under 'audit'")
     p.add_argument("--all", action="store_true", help="list every solver (default: the two best per group and any failure)")
     p.add_argument("--layout", choices=["easyr1", "verl"], help="which parquet layout to read (default easyr1 if present)")
-    p.add_argument("--threshold", type=float, default=THRESHOLD, help=f"allowed margin over chance (default {THRESHOLD})")
+    p.add_argument("--threshold", type=float, default=THRESHOLD,
+                   help=f"allowed margin of a rule solver over chance (default {THRESHOLD})")
+    p.add_argument("--learned-threshold", type=float, default=LEARNED_THRESHOLD,
+                   help=f"allowed margin of a learned solver over chance (default {LEARNED_THRESHOLD})")
+    p.add_argument("--no-learned", action="store_true",
+                   help="skip the learned blind solvers (gradient-boosted trees; they need 'spatial-ssrl[audit]')")
+    p.add_argument("--no-sighted", action="store_true", help="skip the sighted solvers (data_builders.audit_sighted)")
     p.add_argument("--min-n", type=int, default=MIN_N, help=f"groups with fewer samples cannot fail (default {MIN_N})")
     p.add_argument("--max-per-group", type=int, default=MAX_PER_GROUP,
                    help=f"audit at most N samples per task/variant, chosen by id hash (default {MAX_PER_GROUP}; 0 = all)")
