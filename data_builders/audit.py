@@ -20,6 +20,14 @@ chance, so a small dataset does not fail by luck; the report gives n and the 95 
 with fewer than ``min_n`` samples are reported but cannot fail. Solvers marked "reference" (a real monocular depth
 cue such as "lower in the image is nearer") are reported, never counted.
 
+Three kinds of solver, shown in the report and the JSON: ``rule`` (the above, one statistic each), ``learned``
+(:mod:`data_builders.audit_learned`: gradient-boosted trees on many statistics at once, 5-fold source-grouped
+cross-fitting; they FAIL above chance + ``learned_threshold``, 3 points, with the same lower-bound test; they need
+scikit-learn, ``pip install 'spatial-ssrl[audit]'``, and are skipped with one line without it) and ``sighted``
+(``data_builders.audit_sighted`` when present: solvers that look at what defines the answer; they must reach its
+``SIGHTED_MIN``, else the answer is not recoverable from the picture and they FAIL). One pass over the rows feeds
+all three, and every image is decoded once (``Row.array``).
+
 ``--write-manifest`` stores the summary in ``manifest.json`` under ``audit``; ``ssrl preview`` shows it.
 """
 
@@ -178,14 +186,6 @@ def jpeg_bytes(rgb, mask=None, quality: int = 90) -> int:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, "JPEG", quality=quality, subsampling=0)
     return len(buf.getvalue())
-
-
-def _decode(data: bytes):
-    import numpy as np
-
-    from ssrl_plugin.imaging import decode_image
-
-    return np.asarray(decode_image(data))
 
 
 def patch_mask(meta: dict, ph: int, pw: int):
@@ -597,24 +597,6 @@ class AuditReport:
         return d
 
 
-def _sighted_module(notes: list[str]):
-    """data_builders.audit_sighted when it exists and has ``sighted_item`` and ``audit_sighted`` (else None; a module
-    that exists but cannot be imported is skipped with a note)."""
-    import importlib
-
-    name = f"{__package__}.audit_sighted"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
-        return None
-    except Exception as exc:  # noqa: BLE001 - a broken optional module must not stop the audit
-        notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
-        return None
-    return mod if all(callable(getattr(mod, n, None)) for n in ("sighted_item", "audit_sighted")) else None
-
-
 def _decide(report: AuditReport) -> None:
     """Accuracy, margin, 95 % interval and status of every result (rules: threshold; learned: learned_threshold;
     both with the Bonferroni lower bound; sighted: solvable at SIGHTED_MIN or above, else FAIL)."""
@@ -667,21 +649,12 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
     for key, group in ids.items():
         report.available[f"{key[0]}/{key[1]}"] = len(group)
         keep.update(sorted(group, key=_hash)[:max_per_group] if max_per_group > 0 else group)
-    L = None
-    if learned:
-        from . import audit_learned
+    from .audit_learned import ExtraSolvers
 
-        if audit_learned.available():
-            L = audit_learned
-        else:
-            report.notes.append(audit_learned.MISSING)
-    S = _sighted_module(report.notes) if sighted else None
-    if S is not None:
-        report.sighted_min = float(getattr(S, "SIGHTED_MIN", SIGHTED_MIN))
+    extra = ExtraSolvers(learned, sighted, report.notes)  # learned (scikit-learn) and sighted (audit_sighted)
+    report.sighted_min = extra.sighted_min
     # pass 2: features of the kept rows
     items: dict[tuple[str, str], list] = defaultdict(list)
-    seen: dict[tuple[str, str], list] = defaultdict(list)
-    sighted_errors: list[str] = []
     from tqdm import tqdm
 
     for row in tqdm(iter_rows(out, layout, select=keep), total=len(keep), disable=not progress, desc="ssrl audit"):
@@ -691,47 +664,21 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
             continue
         try:
             it = extract(row)
-            if it is not None and L is not None:
-                it["learned"] = L.learned_item(row, row.array, it)
+            if it is not None:
+                extra.add(row, it)
         except (KeyError, IndexError, TypeError, ValueError, SSRLError) as exc:  # a malformed row is reported, not fatal
             report.unreadable.append(f"{row.id}: {type(exc).__name__}: {exc}")
             continue
-        if it is None:
-            continue
-        items[(row.task, row.variant)].append(it)
-        if S is not None:
-            try:
-                s_item = S.sighted_item(row)
-            except Exception as exc:  # noqa: BLE001 - the sighted module is optional; its errors are noted
-                sighted_errors.append(f"{row.id}: {type(exc).__name__}: {exc}")
-                s_item = None
-            if s_item is not None:
-                seen[(row.task, row.variant)].append({**s_item, "id": it["id"], "group": it["group"]})
-    if sighted_errors:
-        report.notes.append(f"sighted_item failed on {len(sighted_errors)} rows, e.g. {sighted_errors[0]}")
+        if it is not None:
+            items[(row.task, row.variant)].append(it)
+    extra.finish_rows()
     for (task, variant), group in sorted(items.items()):
         report.groups[f"{task}/{variant}"] = len(group)
         if len(group) < 2:
             continue
-        report.results += AUDITORS[task](group, variant)
-        if L is not None:
-            report.results += L.audit_learned(task, variant, group)
-        if seen.get((task, variant)):
-            try:
-                found = list(S.audit_sighted(task, variant, seen[(task, variant)]))
-            except Exception as exc:  # noqa: BLE001
-                report.notes.append(f"sighted solvers of {task}/{variant} failed: {type(exc).__name__}: {exc}")
-                found = []
-            for r in found:
-                r.kind = "sighted"
-            report.results += found
+        report.results += AUDITORS[task](group, variant) + extra.results(task, variant, group)
     _decide(report)
     return report
-
-
-def _line(r: SolverResult) -> str:
-    return (f"  {r.status:<15} [{r.kind}] {r.solver} [{r.target}]: {r.accuracy:.1%} vs chance {r.chance:.1%} "
-            f"({r.margin * 100:+.1f} pts, 95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%})")
 
 
 def format_report(report: AuditReport, show_all: bool = False) -> str:
@@ -751,7 +698,8 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
         for r in shown:
             if id(r) not in done:
                 done.add(id(r))
-                lines.append(_line(r))
+                lines.append(f"  {r.status:<15} [{r.kind}] {r.solver} [{r.target}]: {r.accuracy:.1%} vs chance "
+                             f"{r.chance:.1%} ({r.margin * 100:+.1f} pts, 95% CI {r.ci95[0]:.1%}-{r.ci95[1]:.1%})")
                 if r.kind == "learned" and r.groups:
                     g, v = next(iter(r.groups.items()))
                     lines.append(f"{'':<19}most useful feature group: {g} ({v:.1%} fitted alone)")

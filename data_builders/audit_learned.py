@@ -47,9 +47,11 @@ SPECTRUM_SIDE = 128  # spectra on a block-mean reduction to at most this side
 THUMB = 16  # thumbnails for the relational crop features
 EDGE_THRESHOLD = 20.0  # grey gradient magnitude counted as an edge
 MAX_SAMPLES = 40_000  # pixels per image for the per-pixel statistics; larger images are read on a strided grid
-HGB_PARAMS = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=1.0,
+# Modest trees, strongly L2-regularised leaves (a few hundred samples of 100+ columns overfit otherwise), no early
+# stopping (deterministic, no validation split). The per-group fits take fewer, larger steps on smaller trees.
+HGB_PARAMS = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=10.0,
                   max_bins=64, early_stopping=False, random_state=0)
-GROUP_PARAMS = dict(HGB_PARAMS, max_iter=40, learning_rate=0.2)  # the per-group fits: fewer, larger steps
+GROUP_PARAMS = dict(HGB_PARAMS, max_iter=30, learning_rate=0.25, max_leaf_nodes=7)
 
 
 def available() -> bool:
@@ -664,3 +666,74 @@ def audit_learned(task: str, variant: str, items: list[dict]) -> list:
     # (a 180-row fit took 11 s with 2 threads and 0.2 s with one while other processes held the cores).
     with threadpool_limits(limits=1, user_api="openmp"):
         return LEARNED[task](items, variant)
+
+
+# ============================================================================================ the audit's hook
+class ExtraSolvers:
+    """The learned and sighted solvers of one ``ssrl audit`` run, fed by the rule solvers' pass over the rows.
+
+    ``learned``: this module's solvers, when scikit-learn can be imported (else one line in ``notes``, and the rules
+    still run). ``sighted``: ``data_builders.audit_sighted`` when it exists and has ``sighted_item(row) -> dict |
+    None`` (a float "correct" in [0, 1]) and ``audit_sighted(task, variant, items) -> list[SolverResult]``; its
+    ``SIGHTED_MIN`` is the accuracy it must reach. A sighted module that cannot be imported or raises is noted,
+    never fatal."""
+
+    def __init__(self, learned: bool, sighted: bool, notes: list[str]):
+        self.notes = notes
+        self.learned = learned and available()
+        if learned and not self.learned:
+            notes.append(MISSING)
+        self.sighted = _sighted_module(notes) if sighted else None
+        self.sighted_min = float(getattr(self.sighted, "SIGHTED_MIN", 0.90)) if self.sighted is not None else None
+        self.seen: dict[tuple[str, str], list[dict]] = {}
+        self.errors: list[str] = []
+
+    def add(self, row, item: dict[str, Any]) -> None:
+        """Per row, after audit.extract: the learned features into ``item['learned']`` (errors propagate: the row is
+        unreadable), the sighted solver's item kept aside (its errors are counted)."""
+        if self.learned:
+            item["learned"] = learned_item(row, row.array, item)
+        if self.sighted is not None:
+            try:
+                got = self.sighted.sighted_item(row)
+            except Exception as exc:  # noqa: BLE001 - an optional module's bug must not stop the audit
+                self.errors.append(f"{row.id}: {type(exc).__name__}: {exc}")
+                got = None
+            if got is not None:
+                self.seen.setdefault((row.task, row.variant), []).append({**got, "id": item["id"], "group": item["group"]})
+
+    def finish_rows(self) -> None:
+        if self.errors:
+            self.notes.append(f"sighted_item failed on {len(self.errors)} rows, e.g. {self.errors[0]}")
+
+    def results(self, task: str, variant: str, items: list[dict]) -> list:
+        out = audit_learned(task, variant, items) if self.learned else []
+        seen = self.seen.get((task, variant))
+        if seen:
+            try:
+                found = list(self.sighted.audit_sighted(task, variant, seen))
+            except Exception as exc:  # noqa: BLE001
+                self.notes.append(f"sighted solvers of {task}/{variant} failed: {type(exc).__name__}: {exc}")
+                found = []
+            for r in found:
+                r.kind = "sighted"
+            out += found
+        return out
+
+
+def _sighted_module(notes: list[str]):
+    """data_builders.audit_sighted when it exists and has both functions (else None; a module that exists but
+    cannot be imported is skipped with a note)."""
+    import importlib
+
+    name = f"{__package__}.audit_sighted"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken optional module must not stop the audit
+        notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
+        return None
+    return mod if all(callable(getattr(mod, n, None)) for n in ("sighted_item", "audit_sighted")) else None
