@@ -192,7 +192,7 @@ def render_window(src: Image.Image, window: Box, side: int, rotation: int = 0) -
 
 def _thumb(img: Image.Image) -> np.ndarray:
     """Every second pixel of an option, float32: enough for the uniformity and look-alike checks."""
-    return np.asarray(img, np.float32)[::2, ::2]
+    return np.asarray(img)[::2, ::2].astype(np.float32)
 
 
 def _grey_stds(thumbs: list[np.ndarray]) -> list[float]:
