@@ -46,7 +46,7 @@ GREY = np.array([0.299, 0.587, 0.114], np.float32)
 SPECTRUM_SIDE = 128  # spectra on a block-mean reduction to at most this side
 THUMB = 16  # thumbnails for the relational crop features
 EDGE_THRESHOLD = 20.0  # grey gradient magnitude counted as an edge
-MAX_SAMPLES = 40_000  # pixels per image for the per-pixel statistics; larger images are read on a strided grid
+MAX_SAMPLES = 40_000  # pixels per image for the per-pixel statistics: a centred window of larger images
 # Modest trees, strongly L2-regularised leaves (a few hundred samples of 100+ columns overfit otherwise), no early
 # stopping (deterministic, no validation split). The per-group fits take fewer, larger steps on smaller trees.
 HGB_PARAMS = dict(max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, l2_regularization=10.0,
@@ -197,23 +197,32 @@ def _borders(g: np.ndarray, mask: np.ndarray | None, width: int = 3) -> dict[str
     return {name: _mean(g[(slice(None), *sl)], m[sl]) for name, sl in bands.items()}
 
 
+def _centre_window(h: int, w: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the centred window of about ``MAX_SAMPLES`` pixels (the whole image when smaller), with
+    equal margins on opposite sides, so flipping the image maps the window onto itself."""
+    a = min(1.0, math.sqrt(MAX_SAMPLES / max(1, h * w)))
+    my, mx = (h - max(3, round(h * a))) // 2, (w - max(3, round(w * a))) // 2
+    return my, h - my, mx, w - mx
+
+
 def image_stats(batch: np.ndarray, mask: np.ndarray | None = None, phase: np.ndarray | None = None,
                 borders: bool = False, asymmetry: bool = False) -> dict[str, np.ndarray]:
     """Statistics of a stack of equal-sized RGB uint8 images (N, H, W, 3), vectorised over N; over ``mask`` (H, W)
     when given (pixels outside it are ignored, or filled with the image's mean grey for the spectrum). ``phase``
     (N, 2): the (x, y) offset of each image in the JPEG it was cut from (block grid), default 0.
 
-    Images over ``MAX_SAMPLES`` pixels are read on a strided grid (stride s): moments on every s-th pixel of every
-    s-th row, horizontal differences on every s-th row, vertical ones on every s-th column, the Laplacian and edges
-    at every s-th pixel of every s-th row, all at the native resolution."""
+    Pixel statistics (moments, saturation, histogram, differences, Laplacian, edges, blockiness) use every pixel of
+    a centred window of about ``MAX_SAMPLES`` pixels at the native resolution (the whole image when smaller; not a
+    strided grid, whose row and column parity a flip would change); spectrum, borders and asymmetry use the whole
+    image."""
     n, h, w = batch.shape[:3]
-    s = max(1, math.ceil(math.sqrt(h * w / MAX_SAMPLES)))
-    m = np.ones((h, w), bool) if mask is None else mask
-    full = mask is None or bool(mask.all())
-    g = batch[..., 0] * GREY[0] + batch[..., 1] * GREY[1] + batch[..., 2] * GREY[2]
-    # moments, saturation, histogram: the strided grid
-    sub, ms = batch[:, ::s, ::s].reshape(n, -1, 3).astype(np.float32), m[::s, ::s].reshape(-1)
-    pc = np.ascontiguousarray((sub if full else sub[:, ms]).transpose(0, 2, 1))  # (N, 3, P)
+    g_all = batch[..., 0] * GREY[0] + batch[..., 1] * GREY[1] + batch[..., 2] * GREY[2]
+    y0, y1, x0, x1 = _centre_window(h, w)
+    g = g_all[:, y0:y1, x0:x1]
+    m = np.ones((y1 - y0, x1 - x0), bool) if mask is None else mask[y0:y1, x0:x1]
+    full = bool(m.all())
+    sub = batch[:, y0:y1, x0:x1].reshape(n, -1, 3).astype(np.float32)
+    pc = np.ascontiguousarray((sub if full else sub[:, m.reshape(-1)]).transpose(0, 2, 1))  # (N, 3, P)
     pg = GREY[0] * pc[:, 0] + GREY[1] * pc[:, 1] + GREY[2] * pc[:, 2]
     out: dict[str, np.ndarray] = {}
     mean = pc.mean(axis=2)
@@ -238,33 +247,32 @@ def image_stats(batch: np.ndarray, mask: np.ndarray | None = None, phase: np.nda
     hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
     out["entropy"] = -(hist * np.log(np.where(hist > 0, hist, 1))).sum(axis=1)
     # differences at the native resolution (pairs of pixels both inside the mask)
-    gx = g[:, ::s, 1:] - g[:, ::s, :-1]  # every s-th row, every column
-    gy = g[:, 1:, ::s] - g[:, :-1, ::s]  # every s-th column, every row
-    mx_ = None if full else (m[:, 1:] & m[:, :-1])[::s]
-    my_ = None if full else (m[1:] & m[:-1])[:, ::s]
+    gx, gy = g[:, :, 1:] - g[:, :, :-1], g[:, 1:, :] - g[:, :-1, :]
+    mx_ = None if full else m[:, 1:] & m[:, :-1]
+    my_ = None if full else m[1:] & m[:-1]
     agx, agy = np.abs(gx), np.abs(gy)
     out["abs_gx"], out["abs_gy"] = _mean(agx, mx_), _mean(agy, my_)
-    out["gx_energy"], out["gy_energy"] = _mean(gx * gx, mx_), _mean(gy * gy, my_)
+    gx2, gy2 = gx * gx, gy * gy
+    out["gx_energy"], out["gy_energy"] = _mean(gx2, mx_), _mean(gy2, my_)
     out["gxy_log_ratio"] = np.log((out["gx_energy"] + 1.0) / (out["gy_energy"] + 1.0))
-    c0 = g[:, 1:-1:s, 1:-1:s]
-    lap = g[:, 0:-2:s, 1:-1:s] + g[:, 2::s, 1:-1:s] + g[:, 1:-1:s, 0:-2:s] + g[:, 1:-1:s, 2::s] - 4.0 * c0
-    inner = None if full else (m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:])[::s, ::s]
+    lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4.0 * g[:, 1:-1, 1:-1]
+    inner = None if full else m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
     lm = _mean(lap, inner)
     out["lap_var"] = np.maximum(_mean(lap * lap, inner) - lm * lm, 0.0)
-    b0 = g[:, 0:-1:s, 0:-1:s]
-    mag2 = (g[:, 0:-1:s, 1::s] - b0) ** 2 + (g[:, 1::s, 0:-1:s] - b0) ** 2
-    em = None if full else (m[:-1, :-1] & m[:-1, 1:] & m[1:, :-1])[::s, ::s]
+    mag2 = gx2[:, :-1, :] + gy2[:, :, :-1]
+    em = None if full else mx_[:-1, :] & my_[:, :-1]
     out["edge_density"] = _mean(mag2 > EDGE_THRESHOLD ** 2, em)
     rms2 = _mean(mag2, em)
     out["edge_density_rel"] = _mean(mag2 > 9.0 * rms2[:, None, None] + 1.0, em)
     phase = np.zeros((n, 2), np.int64) if phase is None else np.asarray(phase, np.int64).reshape(n, 2)
-    out["block_h"] = _blockiness(agx, mx_, phase[:, 0])
-    out["block_v"] = _blockiness(agy.transpose(0, 2, 1), None if my_ is None else my_.T, phase[:, 1])
-    out.update(_spectrum(g if full else np.where(m, g, gmean[:, None, None].astype(np.float32))))
+    out["block_h"] = _blockiness(agx, mx_, phase[:, 0] + x0)
+    out["block_v"] = _blockiness(agy.transpose(0, 2, 1), None if my_ is None else my_.T, phase[:, 1] + y0)
+    whole = np.ones((h, w), bool) if mask is None else mask
+    out.update(_spectrum(g_all if mask is None or whole.all() else np.where(whole, g_all, gmean[:, None, None].astype(np.float32))))
     if borders:
-        out.update(_borders(g, mask))
+        out.update(_borders(g_all, mask))
     if asymmetry:
-        out.update(_asymmetry(g, mask))
+        out.update(_asymmetry(g_all, mask))
     return out
 
 
@@ -346,6 +354,8 @@ def _patches(row, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def patch_item(row, img: np.ndarray, rule_feats: dict[str, list[float]] | None, task: str) -> dict[str, Any]:
     """(K, F) statistics of each displayed patch on its own (flip: only flip-invariant ones)."""
     batch, mask, phase = _patches(row, img)
+    if task == "flip":  # a mask symmetric under both flips, so no statistic sees which way a patch is turned
+        mask = mask & mask[::-1] & mask[:, ::-1]
     stats = image_stats(batch, mask, phase, borders=task == "shuffle", asymmetry=True)
     if rule_feats and "bytes" in rule_feats:
         stats["bytes"] = np.asarray(rule_feats["bytes"], np.float64)

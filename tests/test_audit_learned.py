@@ -121,12 +121,16 @@ def test_flip_features_are_flip_invariant():
     """The flip solver sees only statistics that flipping a patch leaves unchanged (up to the pairing of forward
     differences in the edge measures), so it cannot see the flip itself."""
     rng = np.random.default_rng(4)
-    yy, xx = np.mgrid[0:96, 0:128]
-    base = (60 + 80 * (yy / 96) ** 2 + 40 * np.sin(xx / 9.0))[..., None] * np.array([1.0, 0.8, 0.6])
-    patch = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-    mask = np.zeros((96, 128), bool)
+    yy, xx = np.mgrid[0:120, 0:160]
+    base = (60 + 80 * (yy / 120) ** 2 + 40 * np.sin(xx / 9.0))[..., None] * np.array([1.0, 0.8, 0.6])
+    small = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    # 240 x 320, over MAX_SAMPLES, and every row and column doubled (an upscaled source): a flip of an even-sized
+    # patch moves that pattern by one pixel, which statistics on every other row would see
+    patch = small.repeat(2, axis=0).repeat(2, axis=1)
+    assert patch.shape[0] * patch.shape[1] > L.MAX_SAMPLES
+    mask = np.zeros((240, 320), bool)
     mask[4:-4, 4:-4] = True
-    mask[40:56, 52:76] = False  # a centred label
+    mask[100:140, 130:190] = False  # a centred label
     batch = np.stack([patch, patch[::-1], patch[:, ::-1]])
     stats = L.image_stats(batch, mask, asymmetry=True)
     for name in L.FLIP_FEATURES:
