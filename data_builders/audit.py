@@ -150,18 +150,15 @@ def fit_rule(items: list, key: str, truth: str) -> str:
 
 
 # ============================================================================================ image features
-def _grey(rgb):
-    import numpy as np
-
-    return rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-
 
 def image_features(rgb, mask=None) -> dict[str, float]:
     """Brightness (mean grey), contrast (grey std) and sharpness (variance of the 4-neighbour Laplacian) of an
     RGB uint8 array, over ``mask`` (bool, same height/width) when given."""
     import numpy as np
 
-    g = _grey(rgb)
+    from ssrl_plugin.imaging import grey
+
+    g = grey(rgb)
     lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
     if mask is None:
         vals, lvals = g.ravel(), lap.ravel()

@@ -41,12 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from ssrl_plugin.imaging import grey
+
 from .audit import SolverResult, _hash, patch_mask
 
 FOLDS = 5
 MISSING = "learned solvers skipped: pip install 'spatial-ssrl[audit]'"
 MIN_SAMPLES = 10  # fewer samples (or fewer than 2 sources) in a task/variant: no learned solver
-GREY = np.array([0.299, 0.587, 0.114], np.float32)
 SPECTRUM_SIDE = 128  # spectra on a block-mean reduction to at most this side
 THUMB = 16  # thumbnails for the relational crop features
 EDGE_THRESHOLD = 20.0  # grey gradient magnitude counted as an edge
@@ -220,14 +221,14 @@ def image_stats(batch: np.ndarray, mask: np.ndarray | None = None, phase: np.nda
     strided grid, whose row and column parity a flip would change); spectrum, borders and asymmetry use the whole
     image."""
     n, h, w = batch.shape[:3]
-    g_all = batch[..., 0] * GREY[0] + batch[..., 1] * GREY[1] + batch[..., 2] * GREY[2]
+    g_all = grey(batch)
     y0, y1, x0, x1 = _centre_window(h, w)
     g = g_all[:, y0:y1, x0:x1]
     m = np.ones((y1 - y0, x1 - x0), bool) if mask is None else mask[y0:y1, x0:x1]
     full = bool(m.all())
     sub = batch[:, y0:y1, x0:x1].reshape(n, -1, 3).astype(np.float32)
     pc = np.ascontiguousarray((sub if full else sub[:, m.reshape(-1)]).transpose(0, 2, 1))  # (N, 3, P)
-    pg = GREY[0] * pc[:, 0] + GREY[1] * pc[:, 1] + GREY[2] * pc[:, 2]
+    pg = grey(pc.transpose(0, 2, 1))
     out: dict[str, np.ndarray] = {}
     mean = pc.mean(axis=2)
     d = pc - mean[..., None]

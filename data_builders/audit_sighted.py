@@ -45,9 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from ssrl_plugin.imaging import grey
+
 SIGHTED_MIN = 0.90
 LETTERS = "ABCD"
-GREY = np.array([0.299, 0.587, 0.114], np.float32)  # JPEG's full-range luma
 
 CROP_ROWS = 2  # option pixels of the ring outside the hole and of each candidate's band
 CROP_CHROMA_WEIGHT = 0.15  # JPEG stores chroma coarser than grey: it counts less
@@ -133,7 +134,7 @@ def crop_seam_costs(picture, box: list[int], candidates: list[np.ndarray], rows:
         return np.zeros(len(candidates)), 0
     o = ring[valid]  # (S, rows, L, 3)
     c = np.stack([_bands(x, rows) for x in candidates])[:, valid]  # (4, S, rows, L, 3)
-    yo, yc = o @ GREY, c @ GREY
+    yo, yc = grey(o), grey(c)
     co, cc = o - yo[..., None], c - yc[..., None]
     # the candidate's grey gain and offset fitted to the ring (least squares on the seam rows, gain kept in range)
     t, x = yo[:, 0], yc[:, :, 0]
