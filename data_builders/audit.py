@@ -24,7 +24,7 @@ Three kinds of solver, shown in the report and the JSON: ``rule`` (the above, on
 (:mod:`data_builders.audit_learned`: gradient-boosted trees on many statistics at once, 5-fold source-grouped
 cross-fitting; they FAIL above chance + ``learned_threshold``, 3 points, with the same lower-bound test; they need
 scikit-learn, ``pip install 'spatial-ssrl[audit]'``, and are skipped with one line without it) and ``sighted``
-(``data_builders.audit_sighted`` when present: solvers that look at what defines the answer; they must reach its
+(:mod:`data_builders.audit_sighted`: solvers that look at what defines the answer; they must reach its
 ``SIGHTED_MIN``, else the answer is not recoverable from the picture and they FAIL). One pass over the rows feeds
 all three, and every image is decoded once (``Row.array``).
 
@@ -51,7 +51,6 @@ from .stats import Row, iter_rows, pick_layout, read_manifest
 
 THRESHOLD = 0.05  # rule solvers (one statistic)
 LEARNED_THRESHOLD = 0.03  # learned solvers (data_builders.audit_learned)
-SIGHTED_MIN = 0.90  # default for sighted solvers when data_builders.audit_sighted does not say
 BLIND_KINDS = ("rule", "learned")  # solvers that must NOT find the answer (sighted ones must)
 MIN_N = 20
 CONFIDENCE = 0.95
@@ -154,8 +153,6 @@ def fit_rule(items: list, key: str, truth: str) -> str:
 def image_features(rgb, mask=None) -> dict[str, float]:
     """Brightness (mean grey), contrast (grey std) and sharpness (variance of the 4-neighbour Laplacian) of an
     RGB uint8 array, over ``mask`` (bool, same height/width) when given."""
-    import numpy as np
-
     from ssrl_plugin.imaging import grey
 
     g = grey(rgb)
@@ -596,7 +593,7 @@ class AuditReport:
 
 def _decide(report: AuditReport) -> None:
     """Accuracy, margin, 95 % interval and status of every result (rules: threshold; learned: learned_threshold;
-    both with the Bonferroni lower bound; sighted: solvable at SIGHTED_MIN or above, else FAIL)."""
+    both with the Bonferroni lower bound; sighted: solvable at audit_sighted.SIGHTED_MIN or above, else FAIL)."""
     m = max(1, sum(r.counted and r.kind in BLIND_KINDS for r in report.results))
     report.z_decision = NormalDist().inv_cdf(1 - (1 - CONFIDENCE) / m)  # one-sided, Bonferroni
     z95 = NormalDist().inv_cdf(0.975)
@@ -605,7 +602,7 @@ def _decide(report: AuditReport) -> None:
         r.margin = r.accuracy - r.chance
         r.ci95 = wilson(r.score, r.n, z95)
         if r.kind == "sighted":
-            if r.accuracy >= (report.sighted_min if report.sighted_min is not None else SIGHTED_MIN):
+            if report.sighted_min is not None and r.accuracy >= report.sighted_min:
                 r.status = "solvable"
             else:
                 r.status = "reference" if not r.counted else "few samples" if r.n < report.min_n else "FAIL"
@@ -626,7 +623,7 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
               max_per_group: int = MAX_PER_GROUP, progress: bool = False, learned: bool = True, sighted: bool = True,
               learned_threshold: float = LEARNED_THRESHOLD) -> AuditReport:
     """Rule solvers, learned blind solvers (``learned``: data_builders.audit_learned, needs scikit-learn) and sighted
-    solvers (``sighted``: data_builders.audit_sighted when present), all fed by one pass over the rows that decodes
+    solvers (``sighted``: data_builders.audit_sighted), all fed by one pass over the rows that decodes
     every image once."""
     out = Path(out)
     read_manifest(out)

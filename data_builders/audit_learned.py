@@ -698,9 +698,9 @@ class ExtraSolvers:
     """The learned and sighted solvers of one ``ssrl audit`` run, fed by the rule solvers' pass over the rows.
 
     ``learned``: this module's solvers, when scikit-learn can be imported (else one line in ``notes``, and the rules
-    still run). ``sighted``: ``data_builders.audit_sighted`` when it exists and has ``sighted_item(row) -> dict |
-    None`` (a float "correct" in [0, 1]) and ``audit_sighted(task, variant, items) -> list[SolverResult]``; its
-    ``SIGHTED_MIN`` is the accuracy it must reach. A sighted module that cannot be imported or raises is noted,
+    still run). ``sighted``: ``data_builders.audit_sighted`` (``sighted_item(row) -> dict | None``, a float "correct" in
+    [0, 1], and ``audit_sighted(task, variant, items) -> list[SolverResult]``); its ``SIGHTED_MIN`` is the
+    accuracy it must reach. A sighted solver that raises on a row is noted,
     never fatal."""
 
     def __init__(self, learned: bool, sighted: bool, notes: list[str]):
@@ -708,8 +708,10 @@ class ExtraSolvers:
         self.learned = learned and available()
         if learned and not self.learned:
             notes.append(MISSING)
-        self.sighted = _sighted_module(notes) if sighted else None
-        self.sighted_min = float(getattr(self.sighted, "SIGHTED_MIN", 0.90)) if self.sighted is not None else None
+        from . import audit_sighted  # imported here: it imports data_builders.audit, which imports this module
+
+        self.sighted = audit_sighted if sighted else None
+        self.sighted_min = audit_sighted.SIGHTED_MIN if sighted else None
         self.seen: dict[tuple[str, str], list[dict]] = {}
         self.errors: list[str] = []
 
@@ -744,21 +746,3 @@ class ExtraSolvers:
                 r.kind = "sighted"
             out += found
         return out
-
-
-def _sighted_module(notes: list[str]):
-    """data_builders.audit_sighted when it exists and has both functions (else None; a module that exists but
-    cannot be imported is skipped with a note)."""
-    import importlib
-
-    name = f"{__package__}.audit_sighted"
-    try:
-        mod = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
-        return None
-    except Exception as exc:  # noqa: BLE001 - a broken optional module must not stop the audit
-        notes.append(f"sighted solvers skipped: {type(exc).__name__}: {exc}")
-        return None
-    return mod if all(callable(getattr(mod, n, None)) for n in ("sighted_item", "audit_sighted")) else None
