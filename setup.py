@@ -31,5 +31,5 @@ setup(
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "datasets>=2.16", "scikit-learn>=1.3"],
         "audit": ["scikit-learn>=1.3"],  # ssrl audit's learned blind solvers (gradient-boosted trees)
     },
-    entry_points={"console_scripts": ["ssrl=ssrl_plugin.cli:main"]},
+    entry_points={"console_scripts": ["ssrl=data_builders.cli:main"]},
 )

@@ -110,7 +110,7 @@ class TreeMemory(threading.Thread):
 # ----------------------------------------------------------------------------------------------------- building
 def ssrl_command() -> list[str]:
     exe = Path(sys.executable).with_name("ssrl")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ssrl_plugin.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "data_builders.cli"]
 
 
 def make_corpus(root: Path, sources: int, unique_rgb: int, unique_rgbd: int, donor: Path | None) -> dict[str, str]:

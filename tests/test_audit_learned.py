@@ -15,7 +15,7 @@ import pytest
 from data_builders import audit as A
 from data_builders import audit_learned as L
 from data_builders.pipeline import build
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 pytest.importorskip("sklearn", reason="the learned audit needs scikit-learn (spatial-ssrl[audit], in the test extra)")

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - package-style test layout
     from tests.conftest import textured_rgb
 from data_builders import audit_sighted as S
 from data_builders.stats import Row, iter_rows
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.imaging import encode_image
 
 SMALL_DEMO = ["demo.num_rgb=8", "demo.num_rgbd=8", "demo.width=320", "demo.height=240"]

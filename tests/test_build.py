@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import textured_rgb
 from data_builders.pipeline import build
 from data_builders.verify import verify_dataset
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 SMALL_DEMO = ["demo.num_rgb=10", "demo.num_rgbd=10", "demo.width=320", "demo.height=240"]

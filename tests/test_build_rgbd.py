@@ -19,7 +19,7 @@ from PIL import Image
 
 from data_builders.pipeline import largest_remainder
 from data_builders.verify import verify_dataset
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 from ssrl_plugin.demo import render_rgbd
 

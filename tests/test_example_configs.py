@@ -272,7 +272,7 @@ def test_inpainting_max_pixels_fits_five_images_in_the_prompt():
 
 @pytest.mark.parametrize("path", [EASYR1_YAML, INPAINT_YAML], ids=lambda p: p.name)
 def test_easyr1_yaml_paths_come_from_ssrl_paths(path, monkeypatch):
-    from ssrl_plugin.paths import trainer_paths
+    from data_builders.paths import trainer_paths
 
     paths = trainer_paths()
     unset = _resolved(path, monkeypatch)
@@ -451,7 +451,7 @@ def built(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "ssrl"
-    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m ssrl_plugin.cli \"$@\"\n")
+    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m data_builders.cli \"$@\"\n")
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSRL_") and k not in ("DATA", "MODEL", "CONFIG")}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -468,7 +468,7 @@ def _dry_run(script: Path, args, cwd, env, **extra) -> list[str]:
 
 
 def test_verl_script_passes_exactly_the_overrides(built):
-    from ssrl_plugin.paths import trainer_paths
+    from data_builders.paths import trainer_paths
 
     data, cwd, env = built
     argv = _dry_run(VERL_SH, [str(data), "trainer.n_gpus_per_node=4"], cwd, env, MODEL="org/my model&1")
@@ -486,7 +486,7 @@ def test_verl_script_passes_exactly_the_overrides(built):
 
 
 def test_easyr1_script_passes_absolute_paths(built):
-    from ssrl_plugin.paths import trainer_paths
+    from data_builders.paths import trainer_paths
 
     data, cwd, env = built
     paths = trainer_paths()
@@ -544,7 +544,7 @@ def _verl_config_dir() -> Path | None:
 
 def _ssrl_command() -> list[str]:
     exe = Path(sys.executable).parent / "ssrl"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "ssrl_plugin.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "data_builders.cli"]
 
 
 def test_ssrl_paths_are_absolute_from_any_directory(tmp_path):
@@ -569,7 +569,7 @@ def test_ssrl_paths_are_absolute_from_any_directory(tmp_path):
 
 
 def test_format_prompt_template():
-    from ssrl_plugin.paths import trainer_paths
+    from data_builders.paths import trainer_paths
 
     text = Path(trainer_paths()["SSRL_FORMAT_PROMPT"]).read_text(encoding="utf-8")
     assert "{{ content" in text and "\\boxed{}" in text and "<think>" in text and "</think>" in text

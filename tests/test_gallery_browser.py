@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from data_builders.pipeline import build
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 TASKS = {"shuffle", "flip", "crop", "depth", "position"}

@@ -16,7 +16,7 @@ import pytest
 from data_builders.pipeline import largest_remainder
 from data_builders.verify import verify_dataset
 from ssrl_plugin import registry
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config, paper_mix
 from ssrl_plugin.errors import ConfigError
 from ssrl_plugin.paper import BUILTIN_ORDER
@@ -164,7 +164,7 @@ def test_ssrl_tasks_prints_plugin(plugin_site, capsys):
 
 def test_fresh_process_discovers_plugin(plugin_site):
     """No monkeypatching at all: a new interpreter finds the entry point from the dist-info on PYTHONPATH."""
-    proc = subprocess.run([sys.executable, "-m", "ssrl_plugin.cli", "tasks", "--json"], check=False, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "data_builders.cli", "tasks", "--json"], check=False, capture_output=True,
                           text=True, timeout=120, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
     assert [r["task"] for r in json.loads(proc.stdout)] == [*BUILTIN_ORDER, TASK]

@@ -14,7 +14,7 @@ from PIL import Image
 from data_builders import preview as P
 from data_builders.pipeline import build
 from data_builders.stats import iter_rows
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 TASKS = {"shuffle", "flip", "crop", "depth", "position"}

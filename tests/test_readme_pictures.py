@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 from data_builders.pipeline import build
 from data_builders.score import score_file
 from ssrl_plugin import scoring
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 SMALL_DEMO = ["demo.num_rgb=8", "demo.num_rgbd=8", "demo.width=320", "demo.height=240"]
@@ -54,7 +54,7 @@ def test_sft_reasoning_ends_in_the_right_answer_and_passes_the_reward(both):
 
 
 def test_sft_alone_defaults_to_the_paper_size(tmp_path, monkeypatch):
-    import ssrl_plugin.cli as cli
+    import data_builders.cli as cli
 
     seen = {}
 

@@ -15,7 +15,7 @@ from PIL import Image
 from data_builders import audit as A
 from data_builders.pipeline import build
 from data_builders.stats import qwen_image_tokens, smart_resize
-from ssrl_plugin.cli import main
+from data_builders.cli import main
 from ssrl_plugin.config import load_config
 
 TASKS = {"shuffle", "flip", "crop", "depth", "position"}

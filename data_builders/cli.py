@@ -11,8 +11,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import SSRLError
+from ssrl_plugin import __version__
+from ssrl_plugin.errors import SSRLError
 
 
 SFT_DEFAULT_SAMPLES = 3600
@@ -23,7 +23,7 @@ def _csv(value: str) -> list[str]:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from .registry import create_task, list_tasks
+    from ssrl_plugin.registry import create_task, list_tasks
 
     rows = []
     for name in list_tasks():
@@ -41,9 +41,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from data_builders.pipeline import build, summary_table
+    from .pipeline import build, summary_table
 
-    from .config import load_config
+    from ssrl_plugin.config import load_config
 
     flags = {
         "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "tasks": args.tasks, "num_samples": args.num_samples,
@@ -68,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from data_builders.verify import verify_dataset
+    from .verify import verify_dataset
 
     report = verify_dataset(args.dir, layout=args.layout, limit=args.limit, progress=sys.stderr.isatty())
     if args.json:
@@ -82,7 +82,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    from .examples import write_examples
+    from ssrl_plugin.examples import write_examples
 
     for path in write_examples(args.out, seed=args.seed, tasks=args.tasks):
         print(path)
@@ -97,7 +97,7 @@ def _option_value(text: str):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from data_builders.score import format_report, score_file
+    from .score import format_report, score_file
 
     options = {}
     for item in args.options:
@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", type=_csv)
     e.set_defaults(func=cmd_examples)
 
-    from data_builders import audit, preview, stats  # they register their own subcommands
+    from . import audit, preview, stats  # they register their own subcommands
 
     for module in (preview, stats, audit):
         module.register(sub)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+import ssrl_plugin
+
+PACKAGE = Path(ssrl_plugin.__file__).resolve().parent
 
 
 def trainer_paths() -> dict[str, str]:
