@@ -30,7 +30,8 @@ from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
 from ssrl_plugin.imaging import file_digest
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
-from ssrl_plugin.sources import LoadOptions, SourceRef, discover_rgb, discover_rgbd, load_source
+from ssrl_plugin.sources import (LoadOptions, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd,
+                                 load_source)
 
 from .records import Record, encode
 from .writers import DatasetWriter
@@ -397,6 +398,9 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
     """
     if not config.out:
         raise ConfigError("out: an output folder is required (--out DIR)")
+    # absolute source paths: the manifest's config then finds the sources from any folder (verify, preview)
+    config = dataclasses.replace(config, rgb=[absolute_rgb_spec(s) for s in config.rgb],
+                                 rgbd=[absolute_rgbd_spec(s) for s in config.rgbd])
     out = Path(config.out)
     started = time.perf_counter()
     pools = collect_sources(config)

@@ -280,6 +280,19 @@ def parse_rgbd_spec(spec: str) -> dict:
     return out
 
 
+def absolute_rgb_spec(spec: str) -> str:
+    """``spec`` (folder, glob, list or image) with its path made absolute, so a manifest resolves from any folder."""
+    return os.path.abspath(os.path.expanduser(os.fspath(spec)))
+
+
+def absolute_rgbd_spec(spec: str) -> str:
+    """``KIND:PATH[,key=value...]`` with PATH made absolute (options kept as given)."""
+    cfg = parse_rgbd_spec(spec)
+    kind, rest = spec.split(":", 1)
+    options = rest.strip()[len(cfg["path"]):] if rest.strip().startswith(cfg["path"]) else ""
+    return f"{kind.strip()}:{os.path.abspath(os.path.expanduser(cfg['path']))}{options}"
+
+
 # ---------------------------------------------------------------------------------------------- RGB-D layouts
 
 # A found pair: (rgb path, depth path, mask path or None, depth format)
