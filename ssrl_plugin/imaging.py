@@ -20,10 +20,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import SourceError
 
-# Only the plugins for the extensions discovery accepts. Pillow otherwise sniffs dozens of formats, some of which
-# hand the file to external programs (EPS -> Ghostscript); a misnamed file must not reach those. (Multi-picture
-# phone JPEGs come back as MPO through the JPEG opener; only the first frame is used.)
-RGB_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+# Only the plugins for the extensions discovery accepts (ssrl_plugin.sources.IMAGE_EXTS). Pillow otherwise sniffs
+# dozens of formats, some of which hand the file to external programs (EPS -> Ghostscript); a misnamed file must not
+# reach those. Files with several frames (multi-picture phone JPEGs, which come back as MPO through the JPEG opener,
+# animated GIF/WebP/PNG, multi-page TIFF) give their FIRST frame.
+RGB_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
 # Image.MAX_IMAGE_PIXELS is a module global; the per-call limit is swapped in under this lock (header parsing
 # only, so the critical section is short).
@@ -49,6 +50,7 @@ def _open_guarded(path_or_file: Any, label: str | os.PathLike, max_pixels: int) 
         Image.MAX_IMAGE_PIXELS = max_pixels if max_pixels > 0 else None
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. TIFF "Corrupt EXIF data": the image itself may be fine
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(path_or_file, formats=RGB_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -59,7 +61,7 @@ def _open_guarded(path_or_file: Any, label: str | os.PathLike, max_pixels: int) 
             raise _fail(label, "is a folder, not an image file") from None
         except UnidentifiedImageError:
             raise _fail(label, f"cannot identify image file (supported: {', '.join(RGB_FORMATS)})") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, struct.error...: a malformed header, never a crash
             raise _fail(label, f"cannot open image ({_short(e)})") from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
@@ -73,7 +75,7 @@ def _open_guarded(path_or_file: Any, label: str | os.PathLike, max_pixels: int) 
 def _short(e: BaseException) -> str:
     """First line of an exception message, so every SourceError stays one line."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    return text[0] if text and text[0].strip() else type(e).__name__
 
 
 def _wide_gray_to_u8(img: Image.Image) -> np.ndarray:
@@ -98,7 +100,11 @@ def _wide_gray_to_u8(img: Image.Image) -> np.ndarray:
 
 
 def _float_to_u8(img: Image.Image) -> np.ndarray:
-    """Mode ``F`` -> uint8: values in [0, 1] are read as intensities, anything larger is stretched by its max."""
+    """Mode ``F`` (32-bit float, e.g. a float TIFF) -> uint8 (H, W).
+
+    Rule: NaN and +-inf become 0, negative values clip to 0; when the largest value is <= 1 the data is read as
+    intensities in [0, 1] (x 255), otherwise it is stretched by the image's own max (max -> 255). Rounded to nearest.
+    """
     a = np.nan_to_num(np.asarray(img, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     hi = float(a.max()) if a.size else 0.0
     peak = 1.0 if hi <= 1.0 else hi
@@ -106,16 +112,20 @@ def _float_to_u8(img: Image.Image) -> np.ndarray:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> RGB.
+    """Any Pillow mode -> RGB, deterministically.
 
-    Transparency (alpha modes, palette or colour-key ``transparency``) is composited over WHITE instead of being
-    dropped: dropping alpha exposes whatever colour the encoder left under transparent pixels (often black or
-    garbage), which would become visible content in generated samples.
+    - Transparency (RGBA, LA, PA, premultiplied RGBa/La, palette or colour-key ``transparency``, e.g. a GIF's
+      transparent index) is composited over WHITE instead of being dropped: dropping alpha exposes whatever colour
+      the encoder left under transparent pixels (often black or garbage), which would become visible content.
+    - 16/32-bit integer grey (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``, ``I``): see :func:`_wide_gray_to_u8`.
+    - 32-bit float grey (``F``): see :func:`_float_to_u8`.
+    - Everything else through Pillow's own conversion: ``1`` (0 -> black, 1 -> white), ``L``, ``P``, ``CMYK``,
+      ``YCbCr``, ``LAB`` (CIE L*a*b* -> sRGB), ``HSV``, ``RGBX``.
     """
     if img.mode == "RGB" and "transparency" not in img.info:
         return img
     if img.mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")
+        rgba = img.convert("RGBA") if img.mode != "La" else img.convert("LA").convert("RGBA")  # no direct La->RGBA
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     if img.mode in _WIDE_GRAY_MODES:
@@ -175,6 +185,10 @@ def decode_rgb_file(path: str | os.PathLike, opts, digest: Any = None) -> tuple[
         raise _fail(path, "is a folder, not an image file") from None
     except OSError as e:
         raise _fail(path, f"cannot read file ({e.strerror or e})") from None
+    except MemoryError:
+        raise _fail(path, "file too large to read into memory") from None
+    if not data:
+        raise _fail(path, "empty file (0 bytes)")
     if digest is not None:
         digest.update(data)
     img = _open_guarded(io.BytesIO(data), path, int(opts.max_image_pixels))
@@ -184,8 +198,12 @@ def decode_rgb_file(path: str | os.PathLike, opts, digest: Any = None) -> tuple[
         if min(w0, h0) < opts.min_side:
             raise _fail(path, f"image is {w0}x{h0}, smaller than source.min_side={opts.min_side}")
         try:
-            img.load()
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # per-frame/EXIF warnings of damaged but decodable files
+                img.load()
+        except MemoryError:
+            raise _fail(path, "cannot decode image (out of memory)") from None
+        except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, IndexError, struct.error...: damaged data
             reason = "truncated" if "truncated" in str(e).lower() else _short(e)
             raise _fail(path, f"cannot decode image ({reason})") from None
         upright, rotated = _exif_transpose(img)
@@ -196,8 +214,10 @@ def decode_rgb_file(path: str | os.PathLike, opts, digest: Any = None) -> tuple[
             rgb = rgb.resize(size, Image.Resampling.LANCZOS)
         arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     except SourceError:
+        img.close()
         raise
-    except (OSError, ValueError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 - a mode Pillow cannot convert, out of memory, ...: still one line
+        img.close()
         raise _fail(path, f"cannot decode image ({_short(e)})") from None
     except BaseException:
         img.close()
