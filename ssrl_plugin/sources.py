@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -63,7 +64,7 @@ class SourceRef:
 
 # --------------------------------------------------------------------------------------------------- discovery
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # TIFF, GIF: first page/frame
 DEPTH_STEM_SUFFIXES = ("_depth", "_depth_mask")  # DIODE / pairs naming: never RGB inputs
 RGBD_LAYOUTS = ("diode", "megadepth", "pairs")
 PAIR_FORMATS = ("auto", "npy", "npz", "png16")
@@ -74,6 +75,27 @@ _GLOB_MAGIC = ("*", "?", "[")
 
 Skipped = list[tuple[str, str]]
 
+# Why a file that discovery looked at is not taken: the SAME text for the same situation in every mode (folder,
+# glob, list, single image, RGB-D layouts), so that `ssrl stats` counts equal causes together. The path goes in the
+# first element of each skipped pair (always absolute), never in the reason.
+REASON_BROKEN_LINK = "broken symbolic link"
+REASON_NOT_REGULAR = "not a regular file (device, pipe or socket)"
+REASON_UNREADABLE = "cannot read file (permission denied)"
+REASON_EMPTY = "empty file (0 bytes)"  # also what decoding says of an empty file
+REASON_DEPTH_NAMED = "looks like a depth map (name ends in _depth or _depth_mask), not RGB"
+REASON_FOLDER_SEEN = "folder already walked through another path (symbolic link)"
+
+
+def reason_not_image(path: str) -> str:
+    """The skip reason of a file whose extension is not one of :data:`IMAGE_EXTS`."""
+    ext = os.path.splitext(path)[1]
+    what = f"extension {ext}" if ext else "no extension"
+    return f"not a supported image ({what}; supported: {', '.join(IMAGE_EXTS)})"
+
+
+def _reason_unlistable(e: OSError) -> str:
+    return f"cannot list folder ({e.strerror or type(e).__name__})"
+
 
 def _is_image(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTS
@@ -82,6 +104,45 @@ def _is_image(path: str) -> bool:
 def _looks_like_depth(path: str) -> bool:
     """``X_depth.png`` / ``X_depth_mask.png`` are depth maps stored next to the RGB, not RGB images."""
     return os.path.splitext(os.path.basename(path))[0].lower().endswith(DEPTH_STEM_SUFFIXES)
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` (an entry of a listing, or a listed path) cannot be read as a file; None when it can.
+
+    Broken symbolic links (also link loops), folders, pipes/devices/sockets (a reader would block on a pipe), empty
+    files and files this process may not read. One ``stat`` and one ``access`` call. As root every file is
+    readable, so the last case only shows for other users.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            return REASON_BROKEN_LINK
+        return "no such file" if isinstance(e, FileNotFoundError) else f"cannot read file ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return REASON_NOT_REGULAR
+    if st.st_size == 0:
+        return REASON_EMPTY
+    if not os.access(path, os.R_OK):
+        return REASON_UNREADABLE
+    return None
+
+
+def _name_problem(path: str) -> str | None:
+    """Why a readable file is not an RGB input by its name: a depth-map name, then an unsupported extension."""
+    if _looks_like_depth(path):
+        return REASON_DEPTH_NAMED
+    return None if _is_image(path) else reason_not_image(path)
+
+
+def _rgb_problem(path: str) -> str | None:
+    """Why ``path`` is not taken as an RGB source, or None: the one rule every RGB discovery mode applies.
+
+    Order: file problems (broken link, folder, not a regular file, empty, unreadable), then the name.
+    """
+    return _file_problem(path) or _name_problem(path)
 
 
 def _root_name(folder: str) -> str:
@@ -94,24 +155,40 @@ def _make_id(root_name: str, rel: str) -> str:
     return f"{root_name}/{PurePath(os.path.normpath(rel)).as_posix()}"
 
 
-def _walk_files(root: str) -> list[str]:
-    """All regular files under ``root`` (absolute, sorted), recursive.
+def _walk(root: str) -> tuple[list[str], Skipped]:
+    """Every readable regular file under ``root`` (absolute, sorted, recursive) and what could not be used.
 
-    Hidden entries (``.git``, macOS ``._x.jpg`` resource forks) are skipped. Symlinked folders are followed (datasets
-    are often linked in) but each real folder is visited once, so link loops cannot hang discovery.
+    Hidden entries (names starting with ``.``: ``.git``, macOS ``._x.jpg`` resource forks) are ignored silently,
+    files and folders alike, as a shell or glob ``*`` ignores them. Symlinked folders are followed (datasets are
+    often linked in) but each real folder is walked once, so link loops cannot hang discovery; a second path to a
+    walked folder is reported. Broken links, pipes/devices, unreadable files and folders that cannot be listed
+    come back in the skipped list (absolute paths). Paths are made absolute without resolving symbolic links.
     """
-    out: list[str] = []
+    files: list[str] = []
+    skipped: Skipped = []
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root), followlinks=True):
+
+    def unlistable(e: OSError) -> None:
+        skipped.append((os.path.abspath(e.filename), _reason_unlistable(e)))
+
+    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root), onerror=unlistable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:
             dirnames[:] = []
+            skipped.append((dirpath, REASON_FOLDER_SEEN))
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith(".")
-                   and os.path.isfile(os.path.join(dirpath, f)))
-    return sorted(out)
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            path = os.path.join(dirpath, f)
+            problem = _file_problem(path)
+            if problem is None:
+                files.append(path)
+            else:
+                skipped.append((path, problem))
+    return sorted(files), sorted(skipped)
 
 
 def _rgb_ref(ref_id: str, path: str) -> SourceRef:
@@ -133,10 +210,16 @@ def _glob_root(spec: str) -> str:
 
 
 def _discover_folder(folder: str) -> tuple[list[SourceRef], Skipped]:
-    name = _root_name(folder)
-    refs = [_rgb_ref(_make_id(name, os.path.relpath(p, os.path.abspath(folder))), p)
-            for p in _walk_files(folder) if _is_image(p) and not _looks_like_depth(p)]
-    return refs, []
+    name, root_abs = _root_name(folder), os.path.abspath(folder)
+    files, skipped = _walk(folder)
+    refs: list[SourceRef] = []
+    for p in files:
+        problem = _name_problem(p)  # the walk reported file problems already
+        if problem is None:
+            refs.append(_rgb_ref(_make_id(name, os.path.relpath(p, root_abs)), p))
+        else:
+            skipped.append((p, problem))
+    return refs, sorted(skipped)
 
 
 def _discover_glob(spec: str) -> tuple[list[SourceRef], Skipped]:
@@ -144,14 +227,18 @@ def _discover_glob(spec: str) -> tuple[list[SourceRef], Skipped]:
     name, root_abs = _root_name(root), os.path.abspath(root)
     refs: list[SourceRef] = []
     skipped: Skipped = []
+    seen: set[str] = set()
     for p in sorted(_glob.glob(spec, recursive=True)):
-        if not os.path.isfile(p) or _looks_like_depth(p):
+        path = os.path.abspath(p)
+        if path in seen or os.path.isdir(path):  # folders matched by a wildcard are not inputs (use ** to recurse)
             continue
-        if not _is_image(p):
-            skipped.append((p, f"unsupported extension {os.path.splitext(p)[1] or '(none)'} (expected {', '.join(IMAGE_EXTS)})"))
-            continue
-        refs.append(_rgb_ref(_make_id(name, os.path.relpath(os.path.abspath(p), root_abs)), p))
-    return refs, skipped
+        seen.add(path)
+        problem = _rgb_problem(path)
+        if problem is None:
+            refs.append(_rgb_ref(_make_id(name, os.path.relpath(path, root_abs)), path))
+        else:
+            skipped.append((path, problem))
+    return refs, sorted(skipped)
 
 
 def _list_entry_rel(line: str, base: str) -> str:
@@ -180,14 +267,13 @@ def _discover_list(list_file: str) -> tuple[list[SourceRef], Skipped]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        path = line if os.path.isabs(line) else os.path.join(base, line)
+        path = os.path.abspath(line if os.path.isabs(line) else os.path.join(base, line))
         where = f"listed in {os.path.basename(list_file)} line {lineno}"
-        if not os.path.isfile(path):
-            skipped.append((path, f"no such file ({where})"))
-        elif not _is_image(path):
-            skipped.append((path, f"unsupported extension {os.path.splitext(path)[1] or '(none)'} ({where})"))
-        elif _looks_like_depth(path):
-            skipped.append((path, f"looks like a depth map, not RGB ({where})"))
+        problem = _rgb_problem(path)
+        if problem in ("no such file", "is a folder, not an image file"):  # only a list can name these
+            skipped.append((path, f"{problem} ({where})"))
+        elif problem is not None:
+            skipped.append((path, problem))
         else:
             ref_id = _make_id(name, _list_entry_rel(line, base))
             if ref_id in refs:
@@ -200,17 +286,31 @@ def _discover_list(list_file: str) -> tuple[list[SourceRef], Skipped]:
 def discover_rgb(spec: str) -> tuple[list[SourceRef], Skipped]:
     """RGB-only sources from a folder (recursive), a glob pattern, a ``.txt`` list (one path a line) or one image.
 
-    Returns ``(refs sorted by id, skipped (path, reason))``. Ids are ``<root name>/<relative posix path>`` where the
-    root is the folder, the glob's leading non-magic folder, or the list file's stem. Files named ``*_depth.*`` or
-    ``*_depth_mask.*`` are depth maps of RGB-D layouts and are never taken as RGB.
+    Returns ``(refs sorted by id, skipped (absolute path, reason))``. Ids are ``<root name>/<relative posix path>``
+    where the root is the folder, the glob's leading non-magic folder, or the list file's stem.
+
+    Every file discovery looks at is either a ref or in ``skipped``, with the same reason for the same situation in
+    every mode: an extension not in :data:`IMAGE_EXTS` (:func:`reason_not_image`; companion files such as
+    ``README.txt`` or ``.json`` annotations too), a broken symbolic link, a pipe or device, a file this process may
+    not read, a folder that cannot be listed, and files named ``*_depth.*`` or ``*_depth_mask.*``, which are depth
+    maps of RGB-D layouts and never taken as RGB (:data:`REASON_DEPTH_NAMED`; so a DIODE folder given as ``--rgb``
+    reports its depth and mask files). What is looked at: in folder mode every non-hidden file below the folder;
+    in glob mode every file the pattern matches (folders it matches are passed over, as in the shell); in list
+    mode every line that is not blank or a ``#`` comment (a missing file, a folder or a duplicate line are reported
+    with the list's line number). Hidden files and folders (names starting with ``.``) are ignored silently when
+    walking a folder, and a glob wildcard does not match them either; a list line or a glob that names one
+    explicitly takes it like any other file.
     """
     spec = os.fspath(spec)
     if os.path.isdir(spec):
         refs, skipped = _discover_folder(spec)
     elif os.path.isfile(spec) and spec.lower().endswith(".txt"):
         refs, skipped = _discover_list(spec)
-    elif os.path.isfile(spec) and _is_image(spec):
-        refs, skipped = [_rgb_ref(_make_id(_root_name(os.path.dirname(os.path.abspath(spec))), os.path.basename(spec)), spec)], []
+    elif (os.path.isfile(spec) or os.path.islink(spec)) and (_is_image(spec) or not os.path.exists(spec)):
+        path = os.path.abspath(spec)  # one image (or a link to one): reported like any other file when unusable
+        problem = _rgb_problem(path)
+        refs = [] if problem else [_rgb_ref(_make_id(_root_name(os.path.dirname(path)), os.path.basename(path)), path)]
+        skipped = [(path, problem)] if problem else []
     elif os.path.exists(spec):
         raise SourceError(f"--rgb {spec}: not a folder, a glob, a .txt list or an image ({', '.join(IMAGE_EXTS)})")
     elif _is_glob(spec):
@@ -299,12 +399,21 @@ def absolute_rgbd_spec(spec: str) -> str:
 _Pair = tuple[str, str, "str | None", str]
 
 
+def _unused(files: list[str], used: set[str], reason: str) -> Skipped:
+    """The walked files no pair took, each with ``reason`` (what the layout expects)."""
+    return [(p, reason) for p in files if p not in used]
+
+
+_DIODE_UNUSED = "not part of a DIODE pair (X.<image> + X_depth.npy [+ X_depth_mask.npy] in one folder)"
+_MEGADEPTH_UNUSED = "not part of a MegaDepth pair (X.h5 + X.jpg|jpeg|png in the same folder or ../imgs of depths/)"
+
+
 def _pairs_diode(root: str) -> tuple[list[_Pair], Skipped]:
     """``X.png`` + ``X_depth.npy`` (+ optional ``X_depth_mask.npy``) in the same folder, recursively."""
-    files = _walk_files(root)
+    files, skipped = _walk(root)
     present = set(files)
     pairs: list[_Pair] = []
-    skipped: Skipped = []
+    used: set[str] = set()
     for p in files:
         if not _is_image(p) or _looks_like_depth(p):
             continue
@@ -312,13 +421,17 @@ def _pairs_diode(root: str) -> tuple[list[_Pair], Skipped]:
         depth, mask = stem + "_depth.npy", stem + "_depth_mask.npy"
         if depth not in present:
             skipped.append((p, f"no matching {os.path.basename(depth)}"))
+            used.add(p)
             continue
         pairs.append((p, depth, mask if mask in present else None, "diode"))
-    return pairs, skipped
+        used.update((p, depth, mask))
+    return pairs, sorted(skipped + _unused(files, used, _DIODE_UNUSED))
 
 
 class _DirIndex:
-    """Cached ``stem -> {lower-case ext: filename}`` per folder, so matching is one listing per folder."""
+    """Cached ``stem -> {lower-case ext: filename}`` per folder, so matching is one listing per folder. Only
+    readable regular files are indexed: a broken link or an unreadable depth file is reported by the walk, never
+    paired."""
 
     def __init__(self):
         self._cache: dict[str, dict[str, dict[str, str]]] = {}
@@ -332,7 +445,7 @@ class _DirIndex:
                 names = []
             for n in names:
                 s, e = os.path.splitext(n)
-                if os.path.isfile(os.path.join(folder, n)):
+                if not n.startswith(".") and _file_problem(os.path.join(folder, n)) is None:
                     index.setdefault(s, {}).setdefault(e.lower(), n)
             self._cache[folder] = index
         found = self._cache[folder].get(stem, {})
@@ -346,32 +459,43 @@ def _pairs_megadepth(root: str) -> tuple[list[_Pair], Skipped]:
     """Each ``X.h5`` with ``X.jpg|jpeg|png`` in the same folder, or in ``../imgs`` when it lives in ``depths``
     (MegaDepth_v1: ``<scene>/dense0/depths/X.h5`` + ``<scene>/dense0/imgs/X.jpg``)."""
     index = _DirIndex()
+    files, skipped = _walk(root)
     pairs: list[_Pair] = []
-    skipped: Skipped = []
-    for h5 in _walk_files(root):
+    used: set[str] = set()
+    for h5 in files:
         if os.path.splitext(h5)[1].lower() != ".h5":
             continue
         folder, stem = os.path.dirname(h5), os.path.splitext(os.path.basename(h5))[0]
         rgb = index.find(folder, stem, _MEGADEPTH_IMAGE_EXTS)
         if rgb is None and os.path.basename(folder) == "depths":
             rgb = index.find(os.path.join(os.path.dirname(folder), "imgs"), stem, _MEGADEPTH_IMAGE_EXTS)
+        used.add(h5)
         if rgb is None:
             skipped.append((h5, f"no matching image {stem}.jpg/.jpeg/.png (same folder or ../imgs)"))
         else:
             pairs.append((rgb, h5, None, "megadepth"))
-    return pairs, skipped
+            used.add(rgb)
+    return pairs, sorted(skipped + _unused(files, used, _MEGADEPTH_UNUSED))
 
 
 def _pairs_generic(root: str, fmt: str) -> tuple[list[_Pair], Skipped]:
     """``ROOT/rgb/**/X.ext`` + ``ROOT/depth/**/X.{npy,npz,png}``, else ``X.ext`` + ``X_depth.{npy,npz,png}`` side by
-    side. With several candidates the first of npy, npz, png wins (deterministic)."""
+    side. With several candidates the first of npy, npz, png wins (deterministic). In the split layout only
+    ``rgb/`` and ``depth/`` are looked at (other folders of ROOT, e.g. calibration, are not inputs)."""
     exts = _FORMAT_EXTS[fmt]
     rgb_dir, depth_dir = os.path.join(root, "rgb"), os.path.join(root, "depth")
     split = os.path.isdir(rgb_dir) and os.path.isdir(depth_dir)
+    want_ext = "{" + ",".join(e[1:] for e in exts) + "}"
+    unused_reason = (f"not part of an RGB-D pair (rgb/**/X.<image> + depth/**/X.{want_ext})" if split else
+                     f"not part of an RGB-D pair (X.<image> + X_depth.{want_ext} in one folder)")
     index = _DirIndex()
+    files, skipped = _walk(rgb_dir if split else root)
+    if split:
+        depth_files, depth_skipped = _walk(depth_dir)
+        skipped += depth_skipped
     pairs: list[_Pair] = []
-    skipped: Skipped = []
-    for p in _walk_files(rgb_dir if split else root):
+    used: set[str] = set()
+    for p in files:
         if not _is_image(p) or _looks_like_depth(p):
             continue
         if split:
@@ -381,18 +505,26 @@ def _pairs_generic(root: str, fmt: str) -> tuple[list[_Pair], Skipped]:
         else:
             folder, stem = os.path.dirname(p), os.path.splitext(os.path.basename(p))[0] + "_depth"
         depth = index.find(folder, stem, exts)
+        used.add(p)
         if depth is None:
             want = os.path.join(os.path.relpath(folder, os.path.abspath(root)), stem)
-            skipped.append((p, f"no matching depth file {PurePath(want).as_posix()}.{{{','.join(e[1:] for e in exts)}}}"))
+            skipped.append((p, f"no matching depth file {PurePath(want).as_posix()}.{want_ext}"))
         else:
             pairs.append((p, depth, None, _EXT_TO_FORMAT[os.path.splitext(depth)[1].lower()]))
-    return pairs, skipped
+            used.add(os.path.normpath(depth))
+    if split:
+        files = files + depth_files
+    return pairs, sorted(skipped + _unused(files, used, unused_reason))
 
 
 def discover_rgbd(spec: str) -> tuple[list[SourceRef], Skipped]:
     """RGB-D sources from ``KIND:PATH[,key=value...]`` (see :func:`parse_rgbd_spec`).
 
-    Returns ``(refs sorted by id, skipped (path, reason))``; ids are ``<root name>/<RGB path relative to PATH>``.
+    Returns ``(refs sorted by id, skipped (absolute path, reason))``; ids are ``<root name>/<RGB path relative to
+    PATH>``. Every non-hidden file below PATH (``rgb/`` and ``depth/`` only in the split ``pairs`` layout) is either
+    part of a ref or in ``skipped``: an image without its depth, a depth file without its image ("no matching ..."),
+    any other file ("not part of a ... pair (what the layout expects)"), and the walk's own reasons shared with
+    :func:`discover_rgb` (broken symbolic link, unreadable file, folder that cannot be listed).
     """
     cfg = parse_rgbd_spec(spec)
     root = cfg["path"]

@@ -19,12 +19,16 @@ from ssrl_plugin.depth_io import load_depth, read_generic_depth  # noqa: E402
 from ssrl_plugin.errors import ConfigError, SourceError  # noqa: E402
 from ssrl_plugin.imaging import decode_image, encode_image, file_digest, load_rgb  # noqa: E402
 from ssrl_plugin.sources import (  # noqa: E402
+    IMAGE_EXTS,
+    REASON_BROKEN_LINK,
+    REASON_DEPTH_NAMED,
     LoadOptions,
     SourceRef,
     discover_rgb,
     discover_rgbd,
     load_source,
     parse_rgbd_spec,
+    reason_not_image,
 )
 
 SMALL = LoadOptions(min_side=8, max_side=0)
@@ -191,7 +195,9 @@ def test_discover_folder_ids_relative_and_stable(tmp_path):
     refs, skipped = discover_rgb(str(root))
     ids = [r.id for r in refs]
     assert ids == ["photos/b.jpg", "photos/sub/a.PNG", "photos/sub/deep/c.webp"]
-    assert skipped == []
+    assert skipped == [(str(root / "notes.txt"), reason_not_image("notes.txt")),
+                       (str(root / "sub" / "a_depth.png"), REASON_DEPTH_NAMED),
+                       (str(root / "sub" / "a_depth_mask.png"), REASON_DEPTH_NAMED)]  # .hidden/h.jpg: silent
     assert all(r.scheme == "file" and r.depth_format is None and not r.has_depth for r in refs)
     assert all(not r.id.startswith("/") and str(tmp_path) not in r.id for r in refs)
     moved = tmp_path / "elsewhere" / "photos"
@@ -221,7 +227,7 @@ def test_discover_list_file(tmp_path):
     assert os.path.isabs(refs[0].rgb_path) and os.path.isfile(refs[0].rgb_path)
     reasons = dict(skipped)
     assert "no such file" in reasons[str(tmp_path / "photos/missing.jpg")]
-    assert any("duplicate" in r for _, r in skipped) and any("unsupported extension .txt" in r for _, r in skipped)
+    assert any("duplicate" in r for _, r in skipped) and any("not a supported image (extension .txt;" in r for _, r in skipped)
 
 
 def test_discover_missing_spec():
@@ -311,7 +317,8 @@ def test_npz_and_npy_pairs_side_by_side(tmp_path):
     write_png16(root / "d_depth.png", np.ones((48, 64)))  # a depth PNG with no RGB: never an RGB source
     refs, skipped = discover_rgbd(f"pairs:{root},kind=inverse")
     assert [(r.id, r.depth_format) for r in refs] == [("pairs/a.jpg", "npz"), ("pairs/b.png", "npz"), ("pairs/c.png", "npy")]
-    assert skipped == [] and all(r.depth_kind == "inverse" for r in refs)
+    assert skipped == [(str(root / "d_depth.png"), "not part of an RGB-D pair (X.<image> + X_depth.{npy,npz,png} in one folder)")]
+    assert all(r.depth_kind == "inverse" for r in refs)
     assert all(s.depth.valid.all() for s in (load_source(r, SMALL) for r in refs))
     assert load_source(refs[1], SMALL).depth.values.max() == pytest.approx(2.0)
     assert [r.id for r in discover_rgb(str(root))[0]] == ["pairs/a.jpg", "pairs/b.png", "pairs/c.png"]
@@ -429,3 +436,212 @@ def test_decode_image_bad_bytes():
     buf = io.BytesIO()
     Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(buf, "PNG")
     assert decode_image(buf.getvalue()).getpixel((0, 0)) == (255, 255, 255)
+
+
+# ------------------------------------------------------------------------------------------------- every input accounted for
+
+def _mixed_dir(root):
+    """Good images of every supported kind next to files discovery must report, and hidden files it must not."""
+    root.mkdir(parents=True)
+    good = {"a.jpg", "b.png", "pal.gif", "anim.gif", "g16.tif"}
+    write_rgb(root / "a.jpg")
+    write_rgb(root / "b.png")
+    Image.fromarray(textured(40, 50)).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "pal.gif")
+    frames = [Image.fromarray(textured(40, 50, seed=s)).convert("P") for s in range(3)]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    Image.fromarray(np.linspace(0, 65535, 2000).reshape(40, 50).astype(np.uint16)).save(root / "g16.tif")
+    (root / "README.txt").write_text("about these images")
+    (root / "noext").write_bytes(b"x")
+    os.symlink(root / "gone.jpg", root / "broken.jpg")
+    (root / "empty.jpg").write_bytes(b"")
+    write_rgb(root / "a_depth.png")
+    (root / ".hidden.jpg").write_bytes(b"x")  # hidden: ignored silently in every mode
+    expected = {"README.txt": reason_not_image("README.txt"), "noext": reason_not_image("noext"),
+                "broken.jpg": REASON_BROKEN_LINK, "empty.jpg": "empty file (0 bytes)", "a_depth.png": REASON_DEPTH_NAMED}
+    return good, expected
+
+
+def test_every_input_accounted_for_the_same_in_every_mode(tmp_path):
+    root = tmp_path / "mixed"
+    good, expected = _mixed_dir(root)
+    listed = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    lst = tmp_path / "all.txt"
+    lst.write_text("".join(f"mixed/{n}\n" for n in listed))
+    results = {"folder": discover_rgb(str(root)), "glob": discover_rgb(str(root / "*")), "list": discover_rgb(str(lst))}
+    for mode, (refs, skipped) in results.items():
+        assert sorted(os.path.basename(r.rgb_path) for r in refs) == sorted(good), mode
+        assert all(os.path.isabs(p) for p, _ in skipped), mode
+        assert dict(skipped) == {str(root / n): reason for n, reason in expected.items()}, mode
+        taken = {os.path.basename(r.rgb_path) for r in refs} | {os.path.basename(p) for p, _ in skipped}
+        assert taken == set(listed), mode  # every non-hidden file, once
+    assert [r.id for r in results["folder"][0]] == [r.id for r in results["glob"][0]]  # same root: same ids
+    # one file given as the spec: the same reasons
+    assert discover_rgb(str(root / "a_depth.png")) == ([], [(str(root / "a_depth.png"), REASON_DEPTH_NAMED)])
+    assert discover_rgb(str(root / "broken.jpg")) == ([], [(str(root / "broken.jpg"), REASON_BROKEN_LINK)])
+    (ref,), _ = discover_rgb(str(root / "g16.tif"))
+    assert ref.id == "mixed/g16.tif"
+
+
+def test_relative_specs_give_absolute_skipped_paths(tmp_path, monkeypatch):
+    _mixed_dir(tmp_path / "mixed")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("mixed", "mixed/*", "./mixed/../mixed/*"):
+        refs, skipped = discover_rgb(spec)
+        assert len(refs) == 5 and len(skipped) == 5, spec
+        assert all(os.path.isabs(p) and os.path.normpath(p) == p for p, _ in skipped), spec
+        assert all(os.path.isabs(r.rgb_path) for r in refs), spec
+
+
+def test_folder_walk_reports_link_loops_and_special_files(tmp_path):
+    root = tmp_path / "r"
+    write_rgb(root / "sub" / "a.jpg")
+    os.symlink(root / "sub", root / "sub" / "loop")  # a folder link back into the walked tree
+    os.mkfifo(root / "pipe.jpg")  # a reader would block forever on it
+    refs, skipped = discover_rgb(str(root))
+    assert [r.id for r in refs] == ["r/sub/a.jpg"]
+    assert dict(skipped) == {str(root / "pipe.jpg"): "not a regular file (device, pipe or socket)",
+                             str(root / "sub" / "loop"): "folder already walked through another path (symbolic link)"}
+
+
+def test_unreadable_file_and_folder_are_reported(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    write_rgb(root / "ok.jpg")
+    write_rgb(root / "secret.jpg")
+    write_rgb(root / "locked" / "x.jpg")
+    real_access, real_scandir = os.access, os.scandir
+
+    def access(path, mode, *a, **k):  # as if run by a user without read permission (root reads everything)
+        return False if os.fspath(path).endswith("secret.jpg") else real_access(path, mode, *a, **k)
+
+    def scandir(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "scandir", scandir)
+    for spec in (str(root), str(root / "*")):
+        refs, skipped = discover_rgb(spec)
+        assert [r.id for r in refs] == ["r/ok.jpg"]
+        assert skipped[-1] == (str(root / "secret.jpg"), "cannot read file (permission denied)")
+    assert discover_rgb(str(root))[1][0] == (str(root / "locked"), "cannot list folder (Permission denied)")
+
+
+def test_rgbd_layouts_account_for_every_file(tmp_path):
+    root = tmp_path / "val"
+    write_diode(root / "s", "00001", mask=True)
+    np.save(root / "s" / "orphan_depth.npy", ramp_depth(8, 8))
+    (root / "s" / "notes.txt").write_text("x")
+    os.symlink(root / "nowhere.png", root / "s" / "dead.png")
+    refs, skipped = discover_rgbd(f"diode:{root}")
+    assert [r.id for r in refs] == ["val/s/00001.png"]
+    diode = "not part of a DIODE pair (X.<image> + X_depth.npy [+ X_depth_mask.npy] in one folder)"
+    assert dict(skipped) == {str(root / "s" / "dead.png"): REASON_BROKEN_LINK, str(root / "s" / "notes.txt"): diode,
+                             str(root / "s" / "orphan_depth.npy"): diode}
+    md = tmp_path / "MD"
+    write_megadepth(md / "0001" / "dense0", "a")
+    write_rgb(md / "0001" / "dense0" / "imgs" / "lonely.jpg")
+    refs, skipped = discover_rgbd(f"megadepth:{md}")
+    assert len(refs) == 1 and [os.path.basename(p) for p, _ in skipped] == ["lonely.jpg"]
+    assert skipped[0][1].startswith("not part of a MegaDepth pair")
+    pairs = tmp_path / "kitchen"
+    write_rgb(pairs / "rgb" / "f1.jpg", 64, 48)
+    write_png16(pairs / "depth" / "f1.png", np.full((48, 64), 900))
+    write_png16(pairs / "depth" / "f9.png", np.full((48, 64), 900))  # no RGB
+    (pairs / "depth" / "f2.png").write_bytes(b"")
+    write_rgb(pairs / "rgb" / "f2.jpg", 64, 48)  # its depth is empty: reported, not paired
+    refs, skipped = discover_rgbd(f"pairs:{pairs}")
+    assert [r.id for r in refs] == ["kitchen/rgb/f1.jpg"]
+    assert dict(skipped) == {
+        str(pairs / "depth" / "f2.png"): "empty file (0 bytes)",
+        str(pairs / "depth" / "f9.png"): "not part of an RGB-D pair (rgb/**/X.<image> + depth/**/X.{npy,npz,png})",
+        str(pairs / "rgb" / "f2.jpg"): "no matching depth file depth/f2.{npy,npz,png}"}
+
+
+# ------------------------------------------------------------------------------------------------- TIFF, GIF, odd modes
+
+def _decode_twice(path):
+    a, info = load_rgb(path, SMALL)
+    b, _ = load_rgb(path, SMALL)
+    assert a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8 and np.array_equal(a, b)
+    return a, info
+
+
+def test_tiff_and_gif_modes_decode_to_rgb(tmp_path):
+    assert {".tif", ".tiff", ".gif"} <= set(IMAGE_EXTS)
+    base = Image.fromarray(textured(40, 50))
+    g16 = np.linspace(0, 65535, 2000).reshape(40, 50).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.tif")
+    Image.frombytes("I;16B", (50, 40), g16.astype(">u2").tobytes()).save(tmp_path / "g16b.tiff")
+    Image.fromarray(np.linspace(0, 1, 2000).reshape(40, 50).astype(np.float32)).save(tmp_path / "f.tif")
+    Image.fromarray(np.linspace(-5, 300, 2000).reshape(40, 50).astype(np.float32)).save(tmp_path / "fbig.tif")
+    rgba = np.dstack([textured(40, 50), np.full((40, 50), 255, np.uint8)])
+    rgba[:, :10, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "rgba.tif")
+    for mode in ("1", "LAB", "YCbCr", "CMYK", "I"):
+        base.convert(mode).save(tmp_path / f"m_{mode}.tif")
+    base.convert("HSV").convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "pal.gif")
+    for name, mode in (("g16.tif", "I;16"), ("g16b.tiff", "I;16B"), ("f.tif", "F"), ("fbig.tif", "F"),
+                       ("rgba.tif", "RGBA"), ("m_1.tif", "1"), ("m_LAB.tif", "LAB"), ("m_YCbCr.tif", "YCbCr"),
+                       ("m_CMYK.tif", "CMYK"), ("m_I.tif", "I"), ("pal.gif", "P")):
+        arr, info = _decode_twice(tmp_path / name)
+        assert arr.shape == (40, 50, 3) and info["mode"] == mode, name
+    for name in ("g16.tif", "g16b.tiff", "f.tif", "fbig.tif"):  # full range -> 0..255, grey
+        arr, _ = _decode_twice(tmp_path / name)
+        assert arr.min() == 0 and arr.max() == 255 and np.array_equal(arr[..., 0], arr[..., 2]), name
+    arr, _ = _decode_twice(tmp_path / "rgba.tif")
+    assert (arr[:, :10] == 255).all()  # transparent over white
+    lab, _ = _decode_twice(tmp_path / "m_LAB.tif")
+    assert np.abs(lab.astype(int) - textured(40, 50).astype(int)).mean() < 4  # a colour conversion, not a copy
+
+
+def test_animated_gif_and_multipage_tiff_give_the_first_frame(tmp_path):
+    frames = [Image.new("RGB", (40, 30), c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    for name in ("anim.gif", "pages.tif"):
+        arr, _ = _decode_twice(tmp_path / name)
+        assert arr.shape == (30, 40, 3)
+        r, g, b = arr[15, 20].astype(int)
+        assert r > 150 and g < 50 and b < 50, name
+
+
+def test_transparent_gif_is_composited_over_white(tmp_path):
+    img = Image.new("P", (20, 20), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0, 0, 0] * 254)
+    img.paste(1, (10, 0, 20, 20))
+    img.save(tmp_path / "t.gif", transparency=0)
+    arr, _ = _decode_twice(tmp_path / "t.gif")
+    assert tuple(arr[5, 2]) == (255, 255, 255) and tuple(arr[5, 15]) == (255, 0, 0)
+
+
+def test_bad_inputs_raise_one_line_source_errors(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "folder.png").mkdir()
+    good = write_rgb(tmp_path / "ok.gif", 64, 48)
+    data = good.read_bytes()
+    (tmp_path / "trunc.gif").write_bytes(data[: len(data) // 2])
+    cases = {"empty.jpg": "empty file (0 bytes)", "folder.png": "is a folder, not an image file",
+             "trunc.gif": "cannot decode image (truncated)"}
+    for name, reason in cases.items():
+        with pytest.raises(SourceError) as e:
+            load_rgb(tmp_path / name, SMALL)
+        assert str(e.value) == f"{tmp_path / name}: {reason}"
+    # depth files: every malformed input is a SourceError naming the file
+    import zipfile
+
+    (tmp_path / "z.npy").write_bytes(b"")
+    (tmp_path / "d.npz").mkdir()
+    os.symlink(tmp_path / "nowhere.npy", tmp_path / "dead.npy")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04" + b"\x01" * 64)
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("depth.npy", b"\x00" * 4000)
+    data = bytearray((tmp_path / "bad.npz").read_bytes())
+    data[40:60] = b"\xff" * 20  # corrupt deflate stream
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    np.save(tmp_path / "obj.npy", np.array([1, None], dtype=object), allow_pickle=True)
+    for name, reason in (("z.npy", "empty file"), ("d.npz", "is a folder"), ("dead.npy", "broken symbolic link"),
+                         ("junk.npz", "cannot read .npz"), ("bad.npz", "cannot read .npz"), ("obj.npy", "cannot read .npy")):
+        with pytest.raises(SourceError) as e:
+            read_generic_depth(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: {reason}") and "\n" not in str(e.value), name
