@@ -68,16 +68,23 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_dataset
+    from .verify import summary, verify_dataset
 
-    report = verify_dataset(args.dir, layout=args.layout, limit=args.limit, progress=sys.stderr.isatty())
+    report = verify_dataset(args.dir, layout=args.layout, limit=args.limit, progress=sys.stderr.isatty(),
+                            sources=args.sources or (), workers=args.workers)
+    if report.missing_sources:
+        print(f"ssrl verify: sources not found: {', '.join(report.missing_sources)} (moved? pass --sources NEWDIR)",
+              file=sys.stderr)
+    if report.not_loaded:
+        sid, why = next(iter(report.not_loaded.items()))
+        more = f" and {len(report.not_loaded) - 1} more" if len(report.not_loaded) > 1 else ""
+        print(f"ssrl verify: {len(report.not_loaded)} sources could not be loaded ({sid}: {why}{more})", file=sys.stderr)
     if args.json:
-        print(json.dumps({"checked": report.checked, "per_task": dict(report.per_task), "problems": report.problems}, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         for p in report.problems[:20]:
             print(f"MISMATCH {p['id']}: {'; '.join(p['problems'])}")
-        print(f"verified {report.checked} samples ({', '.join(f'{t} {n}' for t, n in sorted(report.per_task.items()))}): "
-              f"{len(report.problems)} mismatches")
+        print(summary(report))
     return 0 if report.ok else 1
 
 
@@ -158,10 +165,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. task.crop.size_frac=0.4")
     b.set_defaults(func=cmd_build)
 
-    v = sub.add_parser("verify", help="re-derive every answer of a built dataset from its images, metadata and sources")
-    v.add_argument("dir")
-    v.add_argument("--layout", choices=["easyr1", "verl"], help="which parquet layout to read (default easyr1 if present)")
-    v.add_argument("--limit", type=int, help="check at most N samples")
+    v = sub.add_parser(
+        "verify", help="re-derive every answer of a built dataset from its images, metadata and sources",
+        description="Re-derive every answer of a built dataset (easyr1/verl parquet, or sft/ JSON) from its images, "
+                    "metadata and sources. Sources are looked for where the build recorded them; a moved corpus is "
+                    "found with --sources. Samples whose source is missing are checked against their metadata only "
+                    "and counted in the summary. Exit status: 0 no mismatch (missing sources are reported on "
+                    "stderr, not a failure), 1 mismatches (or nothing to check), 2 usage error (no dataset, "
+                    "unreadable manifest.json or parquet).")
+    v.add_argument("dir", help="dataset folder made by ssrl build")
+    v.add_argument("--layout", choices=["easyr1", "verl", "sft"], help="which rows to read (default: easyr1, else verl, else sft)")
+    v.add_argument("--limit", type=int, help="check at most N samples (the first N in file order)")
+    v.add_argument("--sources", action="append", metavar="DIR",
+                   help="where a moved corpus lies now: each recorded source root is looked for as DIR (same name) "
+                        "or DIR/<root name> (repeatable)")
+    v.add_argument("--workers", type=int, default=1, help="processes (default 1); the report is identical for any value")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
     sc = sub.add_parser("score", help="score model responses (JSONL of {id, response}) against a built dataset")

@@ -27,7 +27,9 @@ import io
 import json
 import math
 import random
+import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,26 +438,38 @@ def make_overlay(row: Row, images: list, loader: SourceLoader | None) -> Overlay
 
 # ============================================================================================ sources
 class SourceLoader:
-    """Re-discovers the build's sources from the manifest's config (as ``ssrl verify`` does) and loads them."""
+    """Re-discovers the build's sources from the manifest's config (as ``ssrl verify`` does: where they were
+    recorded, or relocated under ``--sources DIR``) and loads them."""
 
-    def __init__(self, manifest: dict[str, Any]):
+    def __init__(self, manifest: dict[str, Any], sources: Sequence[str] = ()):
         self.manifest = manifest
+        self.sources = list(sources)
         self.refs: dict[str, Any] | None = None
         self.error: str | None = None
+        self.missing: list[str] = []
         self.cache: dict[str, tuple[Any, str | None]] = {}
 
     def _discover(self) -> None:
-        from ssrl_plugin.config import load_config
-
-        from .pipeline import collect_sources
+        from .relocate import find_sources
 
         try:
-            config = load_config(None, None, **self.manifest["config"])
-            pools = collect_sources(config)
-            self.refs = {r.id: r for r in pools.rgb + pools.rgbd}
+            found, config = find_sources(self.manifest["config"], self.sources)
+            self.refs, self.missing = found.refs, found.missing
             self.opts = config.source
         except Exception as exc:  # noqa: BLE001 - moved or missing inputs: the page says so, it does not stop
             self.refs, self.error = {}, f"cannot rediscover the sources ({type(exc).__name__}: {exc})"
+
+    def missing_line(self) -> str | None:
+        """One line naming the recorded source roots that were found nowhere, or None (cheap: no discovery)."""
+        from .relocate import relocate
+
+        try:
+            missing = relocate(self.manifest["config"], self.sources).missing
+        except Exception:  # noqa: BLE001 - an unreadable config: the overlays say why when they need a source
+            return None
+        if not missing:
+            return None
+        return f"ssrl preview: sources not found: {', '.join(missing)} (moved? pass --sources NEWDIR)"
 
     def get(self, meta: dict) -> tuple[Any, str | None]:
         src = meta.get("source") or {}
@@ -468,7 +482,10 @@ class SourceLoader:
         if self.error:
             result = (None, self.error)
         elif sid not in self.refs:
-            result = (None, f"source {sid} not found under the configured inputs")
+            if self.missing:
+                result = (None, f"source {sid} not found: sources not found at {', '.join(self.missing)} (pass --sources)")
+            else:
+                result = (None, f"source {sid} not found under the configured inputs")
         else:
             from ssrl_plugin.sources import load_source
 
@@ -832,7 +849,7 @@ def contact_sheet(items: list[Item], cell: tuple[int, int] = (420, 300)):
 # ============================================================================================ entry points
 def preview(out: str | Path, html_path: str | Path | None = None, png_path: str | Path | None = None,
             per_task: int = 8, split: str = "val", seed: int = 0, layout: str | None = None,
-            load_sources: bool = True) -> dict[str, Any]:
+            load_sources: bool = True, sources: Sequence[str] = ()) -> dict[str, Any]:
     out = Path(out)
     if html_path is None and png_path is None:
         raise SSRLError("nothing to write: give --out FILE.html and/or --png FILE.png")
@@ -841,7 +858,17 @@ def preview(out: str | Path, html_path: str | Path | None = None, png_path: str 
     manifest = read_manifest(out)
     layout = pick_layout(out, layout)
     sel = select_rows(out, layout, split, per_task, seed)
-    loader = SourceLoader(manifest) if load_sources else None
+    missing_line = None
+    if load_sources:
+        from .relocate import check_sources_dirs
+
+        check_sources_dirs(sources)
+        loader = SourceLoader(manifest, sources)
+        missing_line = loader.missing_line()
+        if missing_line:
+            sel.notes.append(missing_line.split(": ", 1)[1] + "; depth heat maps are drawn without their source")
+    else:
+        loader = None
     items = build_items(sel, loader)
     written = {}
     if html_path is not None:
@@ -856,12 +883,14 @@ def preview(out: str | Path, html_path: str | Path | None = None, png_path: str 
     for it in items:
         per[it.row.task] += 1
     return {"items": len(items), "per_task": dict(per), "notes": sel.notes + [f"{it.row.id}: {n}" for it in items for n in it.overlay.notes],
-            **written}
+            "missing_sources": missing_line, **written}
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     res = preview(args.dir, args.out, args.png, per_task=args.per_task, split=args.split, seed=args.seed,
-                  layout=args.layout, load_sources=not args.no_sources)
+                  layout=args.layout, load_sources=not args.no_sources, sources=args.sources or ())
+    if res["missing_sources"]:
+        print(res["missing_sources"], file=sys.stderr)
     for key in ("html", "png"):
         if key in res:
             print(f"wrote {res[key]}")
@@ -882,5 +911,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which items are sampled (default 0)")
     p.add_argument("--layout", choices=["easyr1", "verl"], help="which parquet layout to read (default easyr1 if present)")
     p.add_argument("--no-sources", action="store_true", help="do not load the sources (depth heat maps then say unavailable)")
+    p.add_argument("--sources", action="append", metavar="DIR",
+                   help="where a moved corpus lies now: each recorded source root is looked for as DIR (same name) or "
+                        "DIR/<root name> (repeatable); roots found nowhere are named on stderr and in the page")
     p.set_defaults(func=cmd_preview)
     return p

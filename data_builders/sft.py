@@ -6,9 +6,13 @@ is deliberately short, to teach the format and the kind of evidence, not a style
 
 Layout (``DIR/sft``)::
 
-    train.json  val.json            # JSON arrays of {"messages": [...], "images": ["images/train/..."]}
+    train.json  val.json            # JSON arrays of {"messages": [...], "images": ["images/train/..."], "id", "task",
+                                    #   "metadata": the sample's metadata as a JSON string (what `ssrl verify` checks)}
     images/train/00000000_0.jpg ... # paths in the JSON are relative to DIR/sft (LLaMA-Factory's dataset_dir)
     dataset_info.json               # entries spatial_ssrl_sft and spatial_ssrl_sft_val (sharegpt format)
+
+LLaMA-Factory reads only the columns ``dataset_info.json`` maps (``messages``, ``images``) and removes the others
+when it aligns the dataset, so ``id``, ``task`` and ``metadata`` travel along for ``ssrl verify`` at no cost.
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ class SftWriter:
         prompt = f"{rec.question}\n{self.instruction}" if self.instruction else rec.question
         reply = f"<think>\n{reasoning(rec.task, rec.answer, meta)}\n</think>\n\\boxed{{{rec.answer}}}"
         item = {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
-                "images": images, "id": rec.id, "task": rec.task}
+                "images": images, "id": rec.id, "task": rec.task,
+                "metadata": rec.metadata}  # keys dataset_info.json does not map are dropped by LLaMA-Factory's converter
         self._file.write(("," if self.count else "") + "\n" + json.dumps(item, ensure_ascii=False))
         self.count += 1
 
