@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -56,14 +57,33 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.format == ["sft"] and args.num_samples is None:
         flags["num_samples"] = SFT_DEFAULT_SAMPLES  # the paper's cold-start size
     config = load_config(args.config, overrides, **flags)
-    result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False, resume=args.resume)
+    say = None if args.quiet else (lambda message: print(f"ssrl: {message}", file=sys.stderr))
+    try:
+        result = build(config, overwrite=args.overwrite, progress=None if not args.quiet else False,
+                       resume=args.resume, notify=say)
+    except KeyboardInterrupt:
+        print("ssrl: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    manifest = result.manifest
     if result.total == 0:
-        print(summary_table(result.manifest), file=sys.stderr)
-        print("ssrl: error: no sample could be built (see rejected/skipped in manifest.json)", file=sys.stderr)
+        if not args.quiet:
+            print(summary_table(manifest), file=sys.stderr)
+        inputs = manifest["inputs"]
+        first = next(iter(manifest["skipped_inputs"] + manifest["no_sample_inputs"]), None)
+        example = f"; first: {first['path']}: {first['reason']}" if first else ""
+        print(f"ssrl: error: no sample could be built from {inputs['total']} inputs ({inputs['skipped']} skipped, "
+              f"{inputs['no_sample']} without a sample, all listed in {result.out / 'manifest.json'}){example}",
+              file=sys.stderr)
         return 1
     if not args.quiet:
-        print(summary_table(result.manifest))
+        print(summary_table(manifest))
         print(f"wrote {result.out}")
+    if result.val_missing > 0:
+        val = manifest["splits"]["val"]
+        print(f"ssrl: error: the validation split has {val['rows']} of the {val['target']} rows --val-fraction asks for "
+              f"({val['sources']} validation sources, {val['replacement_sources']} of them replacements; a source is "
+              f"never in both splits); the rest is written; --val-fraction 0 builds without one", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -91,6 +111,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_examples(args: argparse.Namespace) -> int:
     from ssrl_plugin.examples import write_examples
 
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise SSRLError(f"--out {args.out}: is a file, not a folder")
+
     for path in write_examples(args.out, seed=args.seed, tasks=args.tasks):
         print(path)
     return 0
@@ -112,6 +135,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         if not sep:
             raise SSRLError(f"option {item!r}: expected key=value (e.g. partial_credit=true)")
         options[key] = _option_value(value)
+    for flag, path, want_dir in (("--data", args.data, True), ("--responses", args.responses, False)):
+        if not os.path.exists(path):
+            raise SSRLError(f"{flag} {path}: no such {'folder' if want_dir else 'file'}")
+        if os.path.isdir(path) != want_dir:
+            raise SSRLError(f"{flag} {path}: is {'not ' if want_dir else ''}a folder")
     try:
         report = score_file(args.data, args.responses, split=args.split, **options)
     except ValueError as exc:
@@ -209,16 +237,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return one_line(f"{where}{exc.strerror or exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Every failure is one line on stderr with the exit code of :mod:`ssrl_plugin.errors` (a bug: 4)."""
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    # key=value overrides may stand between flags (`build a=1 --resume b=2`), which argparse alone refuses
+    extra = next((name for name in ("overrides", "options") if hasattr(args, name)), None)
+    if rest and extra and all("=" in r and not r.startswith("-") for r in rest):
+        setattr(args, extra, [*getattr(args, extra), *rest])
+    elif rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except SSRLError as exc:
-        print(f"ssrl: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"ssrl: error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("ssrl: interrupted", file=sys.stderr)
         return 130
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"ssrl: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ssrl: error: {os_error_line(exc)}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line; SSRL_TRACEBACK=1 shows where
+        if os.environ.get("SSRL_TRACEBACK"):
+            raise
+        print(f"ssrl: internal error: {type(exc).__name__}: {one_line(exc)} (please report it; SSRL_TRACEBACK=1 "
+              f"shows where)", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ between windows. So the output depends on the config and seed alone, never on wo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -23,21 +22,24 @@ from typing import Any
 
 from tqdm import tqdm
 
-import ssrl_plugin
 from ssrl_plugin.config import BuildConfig
 from ssrl_plugin.dataset import Candidate, VisitPlanner, generate
-from ssrl_plugin.errors import ConfigError, SourceError, SSRLError
-from ssrl_plugin.imaging import file_digest
+from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError, SourceError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
 from ssrl_plugin.sources import (LoadOptions, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd,
                                  load_source)
 
+from .checkpoint import ROWS_LOG, STATE_FILE, load_state, new_state, save_state
 from .records import Record, encode
+from .report import make_manifest, summary_table  # noqa: F401 - summary_table is part of this module's interface
 from .writers import DatasetWriter
 
-SPLITS = ("train", "val")
-OUTPUT_ENTRIES = ("easyr1", "verl", "sft", "images", "manifest.json", ".ssrl_build_state.json")
+SPLITS = ("val", "train")  # validation first: its failed sources are replaced from the training side
+OUTPUT_ENTRIES = ("easyr1", "verl", "sft", "images", "manifest.json", "manifest.json.tmp", STATE_FILE,
+                  STATE_FILE + ".tmp", *(ROWS_LOG.format(split=s) for s in SPLITS))
+CHECKPOINT_EVERY_S = 2.0  # besides every closed shard; any checkpoint resumes to the same bytes
+MAX_VAL_ROUNDS = 16
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -164,9 +166,9 @@ class Executor:
             return map(_run, jobs)
         return self.pool.imap(_run, jobs, chunksize=max(1, len(jobs) // (self.workers * 8)))
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self.pool is not None:
-            self.pool.close()
+            self.pool.terminate() if abort else self.pool.close()
             self.pool.join()
 
 
@@ -191,24 +193,39 @@ class SplitStats:
     candidates: Counter = field(default_factory=Counter)
     built: Counter = field(default_factory=Counter)
     shortfall: dict[str, int] = field(default_factory=dict)
-    position: int = 0  # planner candidates consumed so far: where a resumed build continues
+    position: int = 0  # candidates of the current round's planner consumed so far: where a resumed build continues
+    round: int = 0  # validation only: rounds of replacement sources (see build_split)
+    samples_by_source: Counter = field(default_factory=Counter)  # every visited source id -> samples made (0 too)
+    fruitless: dict[str, Counter] = field(default_factory=dict)  # visited, no sample yet: id -> rejection reasons
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": [[t, v, n] for (t, v), n in sorted(self.counts.items())],
                 "answers": {t: dict(c) for t, c in self.answers.items()},
                 "rejected": {t: dict(c) for t, c in self.rejected.items()},
                 "candidates": dict(self.candidates), "built": dict(self.built),
-                "shortfall": self.shortfall, "position": self.position}
+                "shortfall": self.shortfall, "position": self.position, "round": self.round,
+                "samples_by_source": dict(self.samples_by_source),
+                "fruitless": {sid: dict(c) for sid, c in self.fruitless.items()}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SplitStats:
         st = cls(Counter({(t, v): n for t, v, n in d["counts"]}), defaultdict(Counter), defaultdict(Counter),
-                 Counter(d["candidates"]), Counter(d["built"]), d["shortfall"], d["position"])
+                 Counter(d["candidates"]), Counter(d["built"]), d["shortfall"], d["position"], d["round"],
+                 Counter(d["samples_by_source"]), {sid: Counter(c) for sid, c in d["fruitless"].items()})
         for t, c in d["answers"].items():
             st.answers[t].update(c)
         for t, c in d["rejected"].items():
             st.rejected[t].update(c)
         return st
+
+    def record_source(self, source_id: str, made: bool, rejects: list[str]) -> None:
+        """Per-input accounting: which sources gave samples, and why the others gave none."""
+        if made:
+            self.samples_by_source[source_id] += 1
+            self.fruitless.pop(source_id, None)
+        elif not self.samples_by_source.get(source_id):
+            self.samples_by_source[source_id] = 0  # visited
+            self.fruitless.setdefault(source_id, Counter()).update(rejects)
 
 
 def group_visits(window: list[Candidate]) -> list[list[Candidate]]:
@@ -219,34 +236,35 @@ def group_visits(window: list[Candidate]) -> list[list[Candidate]]:
     return list(jobs.values())
 
 
-def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, list[SourceRef]], config: BuildConfig,
-              executor: Executor, writer: DatasetWriter, stats: SplitStats, bad_sources: dict[str, str], bar: tqdm,
-              checkpoint: Callable[[], None]) -> SplitStats:
-    """Consume the split's candidates in schedule order until every task has its quota (or gives up).
+def run_split(targets: dict[str, int], limits: dict[str, int], planner: VisitPlanner,
+              pools: dict[str, list[SourceRef]], config: BuildConfig, executor: Executor, writer: DatasetWriter,
+              stats: SplitStats, bad_sources: dict[str, str], bar: tqdm, checkpoint: Callable[[bool], None]) -> None:
+    """Consume one planner's candidates in schedule order until every task of ``limits`` has its target row count
+    (or gives up after ``limits[task]`` candidates).
 
-    The schedule is fixed for the whole split; a finished task's turns are skipped, not removed, so the rows and
-    their order never depend on the window size or the worker count. ``checkpoint`` is called whenever a shard
-    is complete, with ``stats.position`` just past the candidate that completed it.
+    The schedule is fixed for the whole round; a finished task's turns are skipped, not removed, so the rows and
+    their order never depend on the window size or the worker count. ``checkpoint(force)`` is called with
+    ``stats.position`` just past the last consumed candidate: forced when a shard is complete, otherwise after
+    each window (the callback decides whether it is due).
     """
     built = stats.built
     pool_of = planner.task_pool
-    limit = {t: int(q * config.max_candidates_factor) + len(pools[pool_of[t]]) for t, q in quotas.items() if q > 0}
     for _ in range(stats.position):  # a resumed build replays the plan up to where it stopped
         next(planner)
-    active = {t for t in limit if built[t] < quotas[t] and not all(r.id in bad_sources for r in pools[pool_of[t]])}
+    active = {t for t in limits if built[t] < targets[t] and not all(r.id in bad_sources for r in pools[pool_of[t]])}
     in_flight: Counter = Counter()  # candidates per task pulled but not consumed yet
 
     def pull() -> tuple[list[tuple[int, Candidate]], list[list[Candidate]], Iterator[list[tuple]]] | None:
         """The next window, submitted to the executor at once (a pool starts on it while the caller consumes the
         previous one). Only what can still be needed is pulled: no further ahead than what is missing if every
         candidate in flight succeeds. The window's size changes the work, never the output."""
-        size = min(config.window, sum(max(0, quotas[t] - built[t] - in_flight[t]) for t in active))
+        size = min(config.window, sum(max(0, targets[t] - built[t] - in_flight[t]) for t in active))
         window: list[tuple[int, Candidate]] = []
         while len(window) < size and active:
             cand = next(planner)
             if cand.task not in active:
                 continue
-            if cand.index >= limit[cand.task]:
+            if cand.index >= limits[cand.task]:
                 active.discard(cand.task)  # give up: this task rejects almost everything on these sources
                 continue
             if cand.source.id not in bad_sources:
@@ -264,7 +282,7 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
         for position, cand in window:
             in_flight[cand.task] -= 1
             result = results[(cand.task, cand.index)]
-            if built[cand.task] >= quotas[cand.task]:
+            if built[cand.task] >= targets[cand.task]:
                 continue  # computed ahead, not needed
             kind = result[0]
             if kind == "source_error":
@@ -277,16 +295,20 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
                 built[cand.task] += 1
                 stats.counts[(record.task, record.variant)] += 1
                 stats.answers[record.task][record.answer] += 1
+                stats.record_source(cand.source.id, True, result[2])
                 for reason in result[2]:
                     stats.rejected[cand.task][reason] += 1
                 bar.update(1)
                 if writer.at_shard_boundary():
                     stats.position = position
-                    checkpoint()
+                    checkpoint(True)
             else:
+                stats.record_source(cand.source.id, False, result[1])
                 for reason in result[1]:
                     stats.rejected[cand.task][reason] += 1
                 stats.rejected[cand.task]["gave_up_after_attempts"] += 1
+        stats.position = window[-1][0]
+        checkpoint(False)
 
     # Two windows overlap: the next one is pulled (from what is known before the current one is consumed) and
     # running while the current one's records are written. Pulling skips only tasks already complete and sources
@@ -297,11 +319,9 @@ def run_split(quotas: dict[str, int], planner: VisitPlanner, pools: dict[str, li
         consume(*current)
         # planning state changes only here, between windows
         for task in list(active):
-            if built[task] >= quotas[task] or all(r.id in bad_sources for r in pools[pool_of[task]]):
+            if built[task] >= targets[task] or all(r.id in bad_sources for r in pools[pool_of[task]]):
                 active.discard(task)
         current = ahead if ahead is not None else (pull() if active else None)
-    stats.shortfall = {t: quotas[t] - built[t] for t in quotas if built[t] < quotas[t]}
-    return stats
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -313,6 +333,12 @@ class BuildResult:
     @property
     def total(self) -> int:
         return sum(self.manifest["counts"]["total"].values())
+
+    @property
+    def val_missing(self) -> int:
+        """Validation rows short of the ``val_fraction`` target (after replacement sources were tried)."""
+        val = self.manifest["splits"]["val"]
+        return val["target"] - val["rows"]
 
 
 def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, float]]:
@@ -350,10 +376,29 @@ def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, f
                         {t: tasks[t][0].num_slots for t in live}, visit_size)
 
 
+def validation_order(seed: int, pool: list[SourceRef]) -> list[SourceRef]:
+    """A pool in the order sources go to validation: the initial ones first, then their replacements."""
+    return sorted(pool, key=lambda r: key_to_int(seed, "split", r.id))
+
+
+def pools_with(pools: Pools, ids: set[str], inside: bool) -> dict[str, list[SourceRef]]:
+    return {"rgb": [r for r in pools.rgb if (r.id in ids) == inside],
+            "rgbd": [r for r in pools.rgbd if (r.id in ids) == inside]}
+
+
+def quotas_for(config: BuildConfig, tasks: dict[str, tuple[Task, float]], total: int,
+               pools: dict[str, list[SourceRef]]) -> dict[str, int]:
+    weights = {name: weight if pools["rgbd" if task.needs_depth else "rgb"] else 0.0
+               for name, (task, weight) in tasks.items()}
+    return largest_remainder(total, weights)
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         present = [e for e in OUTPUT_ENTRIES if (out / e).exists()]
         if not overwrite:
+            if (out / STATE_FILE).exists():
+                raise ConfigError(f"--out {out}: holds an interrupted build; --resume continues it, --overwrite starts again")
             raise ConfigError(f"--out {out}: folder is not empty; pass --overwrite to replace {', '.join(present) or 'it'}")
         for e in present:
             p = out / e
@@ -361,40 +406,160 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-STATE_FILE = ".ssrl_build_state.json"
-
-
-def fingerprint(config: BuildConfig) -> str:
-    """What must not change between an interrupted build and its resumption (workers and window may)."""
-    d = config.to_dict()
-    for key in ("workers", "window", "out", "backend", "ray_address"):
-        d.pop(key)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
-
-
-def save_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, sort_keys=True))
-    os.replace(tmp, out / STATE_FILE)  # atomic: a kill leaves the old checkpoint or the new one
-
-
-def load_state(out: Path, config: BuildConfig) -> dict[str, Any] | None:
-    path = out / STATE_FILE
-    if not path.exists():
-        if (out / "manifest.json").exists():
-            raise ConfigError(f"--resume: {out} holds a finished build (manifest.json); nothing to resume")
-        return None
-    state = json.loads(path.read_text())
-    if state["fingerprint"] != fingerprint(config):
-        raise ConfigError(f"--resume: the config differs from the interrupted build's in {out} (only workers and window may change)")
+def start_output(out: Path, config: BuildConfig, overwrite: bool, resume: bool,
+                 notify: Callable[[str], None]) -> dict[str, Any]:
+    """The checkpoint to continue from, or a fresh output folder with its first checkpoint already on disk (so a
+    build killed at any later moment can be resumed)."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--out {out}: {folder} is a file, not a folder")
+            break
+    if resume:
+        state = load_state(out, config) if out.is_dir() else None
+        if state is not None:
+            return state
+        if out.is_dir() and any(e.name != STATE_FILE + ".tmp" for e in out.iterdir()):
+            raise ConfigError(f"--resume: {out} has no checkpoint (stopped before its first one, or not a build "
+                              f"folder); pass --overwrite to start again")
+        notify(f"nothing to resume in {out}: starting a new build")
+    prepare_out(out, overwrite)
+    state = new_state(config)
+    save_state(out, state)
     return state
 
 
-def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = None, resume: bool = False) -> BuildResult:
+def failed_output(exc: OSError, out: Path) -> str:
+    """One line for a failed write, after removing the shards past the last checkpoint (they only take space)."""
+    where = exc.filename or out
+    why = exc.strerror or str(exc) or type(exc).__name__
+    try:
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        try:
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        except OSError:
+            pass
+        return f"{where}: {why}; nothing was kept"
+    for split in (s for s in SPLITS if s not in state.get("done", [])):
+        writer = (state.get("writer") or {}) if state.get("current") == split else {}
+        closed = writer.get("base", {}).get("shards", {})
+        try:
+            for fmt in ("easyr1", "verl"):
+                keep = set(closed.get(fmt, []))
+                for path in (out / fmt).glob(f"{split}-*.parquet*"):
+                    if path.name not in keep:
+                        path.unlink()
+            log = out / ROWS_LOG.format(split=split)
+            if log.exists():
+                os.truncate(log, writer.get("log_bytes", 0))
+        except OSError:
+            pass  # best effort: --resume removes the same files
+    return f"{where}: {why}; the build stopped at its last checkpoint: fix that, then run the same command with --resume"
+
+
+class Builder:
+    """One build: splits in order, validation's replacement rounds, checkpoints."""
+
+    def __init__(self, config: BuildConfig, pools: Pools, tasks: dict[str, tuple[Task, float]], out: Path,
+                 state: dict[str, Any], executor: Executor, bar: tqdm, val_ids: set[str]):
+        self.config, self.pools, self.tasks, self.out, self.state = config, pools, tasks, out, state
+        self.executor, self.bar, self.val_ids = executor, bar, val_ids
+        self.task_pool = {name: "rgbd" if task.needs_depth else "rgb" for name, (task, _) in tasks.items()}
+        self.bad_sources: dict[str, str] = state["bad_sources"]
+        self.split_stats = {s: SplitStats.from_json(d) for s, d in state["splits"].items()}
+        self.files = [out / f for f in state["files"]]
+        self.started, self.elapsed_before = time.perf_counter(), state["elapsed"]
+        self.last_save = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def save(self) -> None:
+        self.state["elapsed"] = self.elapsed()
+        save_state(self.out, self.state)
+        self.last_save = time.monotonic()
+
+    def round_pools(self, split: str, stats: SplitStats, first: dict[str, list[SourceRef]]):
+        """Sources and task weights of the split's current round: round 0 is the split's own pools, later
+        (validation) rounds take the replacement sources they were given."""
+        if stats.round == 0:
+            return first, None
+        moved = self.state["val_rounds"][stats.round - 1]
+        return pools_with(self.pools, set(moved["ids"]), True), moved["weights"]
+
+    def build_split(self, split: str, quotas: dict[str, int], first: dict[str, list[SourceRef]]) -> None:
+        state, config = self.state, self.config
+        stats = self.split_stats.setdefault(split, SplitStats())
+        resumed = state.get("writer") if state.get("current") == split else None
+        writer = DatasetWriter(self.out, split, config.output, resumed, task_rows=quotas)
+        state["current"] = split
+
+        def checkpoint(force: bool) -> None:
+            if not force and time.monotonic() - self.last_save < CHECKPOINT_EVERY_S:
+                return
+            state["splits"][split] = stats.to_json()
+            state["writer"] = writer.state()
+            self.save()
+            writer.saved(state["writer"])
+
+        while True:
+            pools, weights = self.round_pools(split, stats, first)
+            weights = weights or {t: q for t, q in quotas.items() if q > 0}
+            planner = make_planner(config, split, self.tasks, weights, pools)
+            limits = {t: int(w * config.max_candidates_factor) + len(pools[self.task_pool[t]])
+                      for t, w in weights.items() if w > 0}
+            run_split(quotas, limits, planner, pools, config, self.executor, writer, stats, self.bad_sources,
+                      self.bar, checkpoint)
+            moved = self.replacements(stats, quotas, pools) if split == "val" else None
+            if moved is None:
+                break
+            state.setdefault("val_rounds", []).append(moved)
+            stats.round, stats.position = stats.round + 1, 0
+            checkpoint(True)
+        stats.shortfall = {t: quotas[t] - stats.built[t] for t in quotas if stats.built[t] < quotas[t]}
+        self.files += writer.close(dict(stats.built))
+        state["splits"][split] = stats.to_json()
+        state["done"].append(split)
+        state["files"] = [str(f.relative_to(self.out)) for f in self.files]
+        state.pop("writer", None)
+        state.pop("current", None)
+        self.save()
+        writer.discard_log()
+
+    def replacements(self, stats: SplitStats, quotas: dict[str, int], pools: dict[str, list[SourceRef]]):
+        """Validation fell short: each of this round's sources that failed (unreadable, or no sample) is replaced
+        by the next training source in validation order, in the pools of the short tasks, while validation holds
+        at most half of a pool. Deterministic: it depends on the results, never on workers or timing."""
+        short = {t: quotas[t] - stats.built[t] for t in quotas if stats.built[t] < quotas[t]}
+        if not short or stats.round >= MAX_VAL_ROUNDS:
+            return None
+        moved: list[str] = []
+        extended = set()
+        for name in ("rgb", "rgbd"):
+            if name not in {self.task_pool[t] for t in short}:
+                continue
+            full = self.pools.rgb if name == "rgb" else self.pools.rgbd
+            failed = sum(1 for r in pools[name] if r.id in self.bad_sources or r.id in stats.fruitless)
+            room = len(full) // 2 - sum(1 for r in full if r.id in self.val_ids)
+            fresh = [r.id for r in validation_order(self.config.seed, full) if r.id not in self.val_ids]
+            take = fresh[:max(0, min(failed, room))]
+            self.val_ids.update(take)
+            moved += take
+            extended.update([name] if take else [])
+        if not moved:
+            return None
+        return {"ids": sorted(moved), "weights": {t: n for t, n in short.items() if self.task_pool[t] in extended}}
+
+
+def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = None, resume: bool = False,
+          notify: Callable[[str], None] | None = None) -> BuildResult:
     """Build the dataset described by ``config`` into ``config.out``; returns the manifest.
 
-    With ``resume``, an interrupted build in ``config.out`` continues from its last complete shard and ends with
-    exactly the files an uninterrupted build writes.
+    With ``resume``, an interrupted build in ``config.out`` continues from its last checkpoint and ends with
+    exactly the files an uninterrupted build writes. Failed writes raise :class:`OutputError` with one line that
+    says what was kept.
     """
     if not config.out:
         raise ConfigError("out: an output folder is required (--out DIR)")
@@ -402,33 +567,24 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
     config = dataclasses.replace(config, rgb=[absolute_rgb_spec(s) for s in config.rgb],
                                  rgbd=[absolute_rgbd_spec(s) for s in config.rgbd])
     out = Path(config.out)
-    started = time.perf_counter()
     pools = collect_sources(config)
     if not pools.rgb and not pools.rgbd:
         reasons = "; ".join(f"{p}: {r}" for p, r in pools.skipped[:3])
-        raise SSRLError("no usable source images found" + (f" ({reasons})" if reasons else ""))
+        raise NothingUsable("no usable source images found" + (f" ({reasons})" if reasons else ""))
     tasks = active_tasks(config, pools)
-    state = load_state(out, config) if resume and out.exists() else None
-    if state is None:
-        prepare_out(out, overwrite)
+    try:
+        state = start_output(out, config, overwrite, resume, notify or (lambda _: None))
+        return _build(config, pools, tasks, out, state, progress)
+    except OSError as exc:
+        raise OutputError(failed_output(exc, out)) from None
 
-    val_ids = split_sources(config.seed, pools, config.val_fraction)
-    if round(config.num_samples * config.val_fraction) == 0:
-        val_ids = set()  # no validation sample to make: keep every source for training
-    split_pools = {
-        s: {"rgb": [r for r in pools.rgb if (r.id in val_ids) == (s == "val")],
-            "rgbd": [r for r in pools.rgbd if (r.id in val_ids) == (s == "val")]}
-        for s in SPLITS
-    }
-    n_val = round(config.num_samples * config.val_fraction) if any(split_pools["val"].values()) else 0
-    totals = {"train": config.num_samples - n_val, "val": n_val}
 
-    state = state or {"fingerprint": fingerprint(config), "splits": {}, "done": [], "files": [], "bad_sources": {},
-                      "elapsed": 0.0}
-    bad_sources: dict[str, str] = state["bad_sources"]
-    elapsed_before = state["elapsed"]
-    split_stats = {s: SplitStats.from_json(d) for s, d in state["splits"].items()}
-    files = [out / f for f in state["files"]]
+def _build(config: BuildConfig, pools: Pools, tasks: dict[str, tuple[Task, float]], out: Path, state: dict[str, Any],
+           progress: bool | None) -> BuildResult:
+    n_val = round(config.num_samples * config.val_fraction)
+    first_val = split_sources(config.seed, pools, config.val_fraction) if n_val else set()
+    val_ids = first_val | {i for moved in state.get("val_rounds", []) for i in moved["ids"]}
+    targets = {"train": config.num_samples - n_val, "val": n_val}
     worker_config = dataclasses.asdict(config)
     worker_config["_active"] = list(tasks)
     if config.backend == "ray":
@@ -438,114 +594,30 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
     else:
         executor = Executor(worker_config, config.workers)
     show = sys.stderr.isatty() if progress is None else progress
-    done_before = sum(sum(st.built.values()) for st in split_stats.values())
+    done_before = sum(sum(SplitStats.from_json(d).built.values()) for d in state["splits"].values())
+    aborted = True
     try:
         with tqdm(total=config.num_samples, initial=done_before, desc="ssrl build", unit="sample", disable=not show,
                   dynamic_ncols=True) as bar:
+            builder = Builder(config, pools, tasks, out, state, executor, bar, val_ids)
             for split in SPLITS:
                 if split in state["done"]:
                     continue
-                weights = {}
-                for name, (task, weight) in tasks.items():
-                    weights[name] = weight if split_pools[split]["rgbd" if task.needs_depth else "rgb"] else 0.0
-                quotas = largest_remainder(totals[split], weights)
-                planner = make_planner(config, split, tasks, quotas, split_pools[split])
-                writer = DatasetWriter(out, split, config.output, state.get("writer") if split in state["splits"] else None,
-                                       task_rows=quotas)
-                stats = split_stats.setdefault(split, SplitStats())
-
-                def checkpoint(split=split, stats=stats, writer=writer) -> None:
-                    state["splits"][split] = stats.to_json()
-                    state["writer"] = writer.state()
-                    state["elapsed"] = elapsed_before + time.perf_counter() - started
-                    save_state(out, state)
-
-                run_split(quotas, planner, split_pools[split], config, executor, writer, stats, bad_sources, bar,
-                          checkpoint)
-                files += writer.close(dict(stats.built))
-                state["splits"][split] = stats.to_json()
-                state["done"].append(split)
-                state["files"] = [str(f.relative_to(out)) for f in files]
-                state["elapsed"] = elapsed_before + time.perf_counter() - started
-                state.pop("writer", None)
-                save_state(out, state)
+                # validation's quotas come from its first sources; training gets what validation left
+                first = pools_with(pools, first_val if split == "val" else val_ids, split == "val")
+                builder.build_split(split, quotas_for(config, tasks, targets[split], first), first)
+        aborted = False
     finally:
-        executor.close()
+        executor.close(abort=aborted)
 
-    elapsed = elapsed_before + time.perf_counter() - started
-    manifest = make_manifest(config, pools, val_ids, split_stats, bad_sources, files, out, elapsed)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = make_manifest(config, pools, val_ids, first_val, targets, builder.split_stats, builder.bad_sources,
+                             builder.files, out, builder.elapsed())
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     (out / STATE_FILE).unlink(missing_ok=True)
     return BuildResult(out, manifest)
 
 
-def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], split_stats: dict[str, SplitStats],
-                  bad_sources: dict[str, str], files: list[Path], out: Path, elapsed: float) -> dict[str, Any]:
-    counts: dict[str, Any] = {}
-    total: Counter = Counter()
-    for split, st in split_stats.items():
-        per: dict[str, dict[str, int]] = defaultdict(dict)
-        for (task, variant), n in sorted(st.counts.items()):
-            per[task][variant] = n
-            total[task] += n
-        counts[split] = dict(per)
-    counts["total"] = dict(sorted(total.items()))
-    answers: dict[str, Counter] = defaultdict(Counter)
-    rejected: dict[str, Counter] = defaultdict(Counter)
-    for st in split_stats.values():
-        for task, c in st.answers.items():
-            answers[task].update(c)
-        for task, c in st.rejected.items():
-            rejected[task].update(c)
-    file_hashes = {str(p.relative_to(out)): file_digest(p) for p in sorted(files)}
-    if not config.output.embed_images:
-        for p in sorted((out / "images").rglob("*")):
-            if p.is_file():
-                file_hashes[str(p.relative_to(out))] = file_digest(p)
-    content = hashlib.sha256("".join(f"{k} {v}\n" for k, v in sorted(file_hashes.items())).encode()).hexdigest()
-    n = sum(total.values())
-    skipped = [{"path": p, "reason": r} for p, r in pools.skipped]
-    skipped += [{"source": sid, "reason": reason} for sid, reason in sorted(bad_sources.items())]
-    return {
-        "ssrl_version": ssrl_plugin.__version__,
-        "seed": config.seed,
-        "config": config.to_dict(),
-        "sources": {
-            "demo": pools.demo,
-            "rgb": len(pools.rgb),
-            "rgbd": len(pools.rgbd),
-            "rgb_tasks_use_rgbd_images": pools.rgb_from_rgbd,
-            "val_sources": len(val_ids),
-        },
-        "counts": counts,
-        "answers": {t: dict(sorted(c.items())) for t, c in sorted(answers.items())},
-        "rejected": {t: dict(sorted(c.items())) for t, c in sorted(rejected.items())},
-        "candidates": {s: dict(sorted(st.candidates.items())) for s, st in split_stats.items()},
-        "shortfall": {s: st.shortfall for s, st in split_stats.items() if st.shortfall},
-        "skipped_inputs": skipped,
-        "files": file_hashes,
-        "content_hash": content,
-        "wall_time_s": round(elapsed, 3),
-        "samples_per_s": round(n / elapsed, 2) if elapsed > 0 else None,
-    }
-
-
-def summary_table(manifest: dict[str, Any]) -> str:
-    """Plain-text table of samples per task and split, rejections and skipped files."""
-    counts = manifest["counts"]
-    tasks = list(counts["total"])
-    lines = [f"{'task':<10}{'train':>8}{'val':>8}{'rejected':>10}"]
-    for t in tasks:
-        tr = sum(counts.get("train", {}).get(t, {}).values())
-        va = sum(counts.get("val", {}).get(t, {}).values())
-        rj = sum(v for k, v in manifest["rejected"].get(t, {}).items() if k != "gave_up_after_attempts")
-        lines.append(f"{t:<10}{tr:>8}{va:>8}{rj:>10}")
-    total = sum(counts["total"].values())
-    lines.append(f"{'total':<10}{total:>16}")
-    if manifest["skipped_inputs"]:
-        lines.append(f"skipped inputs: {len(manifest['skipped_inputs'])} (see manifest.json)")
-        lines += [f"  {s.get('path') or s.get('source')}: {s['reason']}" for s in manifest["skipped_inputs"][:5]]
-    for split, short in manifest["shortfall"].items():
-        lines.append(f"shortfall in {split}: " + ", ".join(f"{t} {n}" for t, n in short.items()))
-    lines.append(f"content hash: {manifest['content_hash']}  ({manifest['wall_time_s']} s, {manifest['samples_per_s']} samples/s)")
-    return "\n".join(lines)
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

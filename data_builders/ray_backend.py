@@ -70,6 +70,6 @@ class RayExecutor:
             results[int(row["i"])] = pickle.loads(row["result"])
         return iter(results[i] for i in range(len(jobs)))
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self._started:
             self.ray.shutdown()

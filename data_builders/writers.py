@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,12 @@ import pyarrow.parquet as pq
 
 from ssrl_plugin.config import OutputConfig
 
+from .checkpoint import ROWS_LOG, RowsLog
 from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema, with_split_rows
 from .sft import SftWriter
 
 ROW_GROUP = 256
+SHARD_NAME = re.compile(r"^(.+-\d{5})-of-\d{5}\.parquet$")  # a closed shard's final name -> its working name
 
 
 def leaf_columns(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
@@ -68,17 +72,24 @@ class ShardWriter:
                 self._writer.close()
                 self._writer, self._rows_in_shard = None, 0
 
-    def state(self) -> dict[str, Any]:
-        """Only meaningful at a shard boundary (no open file, empty buffer): what a resumed build restores."""
-        return {"paths": [p.name for p in self.paths], "rows": self.rows}
+    def closed(self) -> list[str]:
+        """Names of the shards already closed: what survives an interruption."""
+        return [p.name for p in (self.paths[:-1] if self._writer is not None else self.paths)]
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.paths = [self.directory / name for name in state["paths"]]
-        self.rows = state["rows"]
-        keep = set(state["paths"])
-        for stale in self.directory.glob(f"{self.split}-*.parquet"):  # a shard cut short by the interruption
-            if stale.name not in keep:
-                stale.unlink()
+    def restore(self, names: list[str]) -> None:
+        """Continue after a checkpoint whose closed shards are ``names``: a shard renamed by an interrupted
+        :meth:`close` gets its working name back, anything else of this split (cut short) is deleted."""
+        self.paths = [self.directory / name for name in names]
+        self.rows = len(names) * self.shard_size
+        keep = set(names)
+        for tmp in self.directory.glob(f"{self.split}-*.parquet.tmp"):  # an interrupted ground-truth rewrite
+            tmp.unlink()
+        for path in sorted(self.directory.glob(f"{self.split}-*.parquet")):
+            working = SHARD_NAME.sub(r"\1.parquet", path.name)
+            if working in keep and working != path.name and not (self.directory / working).exists():
+                os.replace(path, self.directory / working)
+            elif path.name not in keep:
+                path.unlink()
 
     def rewrite_ground_truths(self, fix) -> None:
         """Apply ``fix`` to every written row's ground truth (after the last row, before :meth:`close`)."""
@@ -95,7 +106,9 @@ class ShardWriter:
                 rms = [{**rm, "ground_truth": fix(rm["ground_truth"])} for rm in table.column("reward_model").to_pylist()]
                 i = self.schema.get_field_index("reward_model")
                 table = table.set_column(i, "reward_model", pa.array(rms, self.schema.field(i).type))
-            pq.write_table(table, path, compression=column_compression(self.schema), row_group_size=ROW_GROUP)
+            tmp = path.with_name(path.name + ".tmp")  # atomic: a kill leaves the old file or the new one
+            pq.write_table(table, tmp, compression=column_compression(self.schema), row_group_size=ROW_GROUP)
+            os.replace(tmp, path)
 
     def close(self) -> list[Path]:
         self._flush()
@@ -114,25 +127,44 @@ class ShardWriter:
 
 
 class DatasetWriter:
-    """Fans each record out to the EasyR1 and/or verl layout of one split; image files when not embedded."""
+    """Fans each record out to the EasyR1 and/or verl layout of one split; image files when not embedded.
+
+    Every record is also logged until its shard closes (:mod:`.checkpoint`), so :meth:`state` can be taken after
+    any row and a resumed build replays the rows of the open shard into the same bytes.
+    """
 
     def __init__(self, out: Path, split: str, output: OutputConfig, state: dict[str, Any] | None = None,
                  task_rows: dict[str, int] | None = None):
-        """``state`` (from :meth:`state` at a shard boundary) continues an interrupted build. ``task_rows``: the rows
-        each task will have in this split; every ground truth then records its task's and the split's row counts."""
+        """``state`` (from :meth:`state`) continues an interrupted build; without it anything this split left in
+        ``out`` is cleared. ``task_rows``: the rows each task will have in this split; every ground truth then
+        records its task's and the split's row counts."""
         self.out, self.split, self.output = out, split, output
         self.task_rows = {t: n for t, n in (task_rows or {}).items() if n > 0}
         embedded = output.embed_images
         self.writers: dict[str, ShardWriter] = {}
-        sft_state = state["sft"] if state else None
-        self.sft = SftWriter(out, split, output.instruction, sft_state) if "sft" in output.formats else None
         for fmt in (f for f in output.formats if f != "sft"):
             (out / fmt).mkdir(parents=True, exist_ok=True)
             schema = easyr1_schema(embedded) if fmt == "easyr1" else verl_schema(embedded)
             self.writers[fmt] = ShardWriter(out / fmt, split, schema, output.shard_size)
+        if state is None:
+            self._clear()
+        base = state["base"] if state else None
+        self.sft = SftWriter(out, split, output.instruction, base["sft"] if base else None) \
+            if "sft" in output.formats else None
         self.count = 0
+        self.pending = 0  # rows written since the last closed shard (they are in the log)
+        self.log = RowsLog(out / ROWS_LOG.format(split=split), state["log_bytes"] if state else 0)
         if state:
             self._restore(state)
+        self.base = self._boundary_state() if not state else state["base"]
+
+    def _clear(self) -> None:
+        """A fresh split: whatever an earlier, interrupted attempt wrote for it goes."""
+        for fmt in self.writers:
+            for path in (self.out / fmt).glob(f"{self.split}-*.parquet*"):
+                path.unlink()
+        for folder in (self.out / "images" / self.split, self.out / "sft" / "images" / self.split):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _images(self, rec: Record) -> list:
         if not self.writers:
@@ -150,6 +182,11 @@ class DatasetWriter:
         return paths
 
     def write(self, rec: Record) -> None:
+        self._emit(rec)
+        self.log.append(rec)
+        self.pending += 1
+
+    def _emit(self, rec: Record) -> None:
         images = self._images(rec)
         o = self.output
         if self.task_rows:
@@ -164,22 +201,38 @@ class DatasetWriter:
         self.count += 1
 
     def at_shard_boundary(self) -> bool:
-        """True right after the row that completed a shard: every file is closed, so the build can resume here."""
+        """True right after the row that completed a shard: every parquet file is closed."""
         return self.count > 0 and self.count % self.output.shard_size == 0
 
-    def state(self) -> dict[str, Any]:
-        return {"count": self.count, "shards": {f: w.state() for f, w in self.writers.items()},
+    def _boundary_state(self) -> dict[str, Any]:
+        return {"count": self.count, "shards": {f: w.closed() for f, w in self.writers.items()},
                 "sft": self.sft.state() if self.sft is not None else None}
 
+    def state(self) -> dict[str, Any]:
+        """What a resumed build restores; call :meth:`saved` once it is on disk."""
+        if self.at_shard_boundary():
+            return {"base": self._boundary_state(), "pending": 0, "log_bytes": 0}
+        return {"base": self.base, "pending": self.pending, "log_bytes": self.log.offset()}
+
+    def saved(self, state: dict[str, Any]) -> None:
+        """``state`` is on disk: rows that now sit in closed shards leave the log."""
+        if state["pending"] == 0 and self.pending:
+            self.base, self.pending = state["base"], 0
+            self.log.reset()
+
     def _restore(self, state: dict[str, Any]) -> None:
-        """Drop what was written past the checkpoint, keep everything before it."""
-        self.count = state["count"]
+        """Drop what was written past the checkpoint, keep everything before it, replay the logged rows."""
+        base = state["base"]
+        self.count = base["count"]
         for fmt, w in self.writers.items():
-            w.restore(state["shards"][fmt])
+            w.restore(base["shards"][fmt])
         if not self.output.embed_images:
             for path in (self.out / "images" / self.split).glob("*"):
                 if int(path.name.split("_")[0]) >= self.count:
                     path.unlink()
+        for rec in self.log.read(state["pending"]):
+            self._emit(rec)
+        self.pending = state["pending"]
 
     def close(self, built: dict[str, int] | None = None) -> list[Path]:
         """``built``: the rows each task really got. Where that falls short of the planned ``task_rows``, the
@@ -195,4 +248,8 @@ class DatasetWriter:
             for w in self.writers.values():
                 w.rewrite_ground_truths(fix)
         files = [p for w in self.writers.values() for p in w.close()]
-        return files + (self.sft.close() if self.sft is not None else [])
+        files += self.sft.close() if self.sft is not None else []
+        return files
+
+    def discard_log(self) -> None:
+        self.log.close(remove=True)

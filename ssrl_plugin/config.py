@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -118,15 +119,33 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
 
+def read_yaml(file: str) -> Any:
+    """A YAML config file, or a one-line ConfigError naming the file (and the line of a syntax error)."""
+    try:
+        loaded = OmegaConf.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {file}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"--config {file}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {file}: not a text file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"--config {file}: not valid YAML ({problem}{where})") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"--config {file}: expected a mapping of keys (see example_configs/build.yaml), got a "
+                          f"{type(loaded).__name__}")
+    return loaded
+
+
 def load_config(file: str | None = None, overrides: list[str] | None = None, **values: Any) -> BuildConfig:
     """Defaults, then a YAML file, then ``values`` (from CLI flags, None = unset), then ``key=value`` overrides."""
     try:
         merged = OmegaConf.structured(BuildConfig)
         if file:
-            try:
-                merged = OmegaConf.merge(merged, OmegaConf.load(file))
-            except FileNotFoundError:
-                raise ConfigError(f"--config {file}: no such file") from None
+            merged = OmegaConf.merge(merged, read_yaml(file))
         flags = {k: v for k, v in values.items() if v is not None}
         if flags:
             merged = OmegaConf.merge(merged, OmegaConf.create(flags))

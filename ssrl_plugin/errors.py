@@ -1,8 +1,28 @@
-"""Exceptions with one-line, user-facing reasons."""
+"""Exceptions with one-line, user-facing reasons; ``exit_code`` is what the ``ssrl`` command returns for them.
+
+Exit codes: 0 success; 1 the command ran but its result is not what was asked (nothing usable to build from, a
+validation split short of ``--val-fraction``, verify mismatches, an audit failure); 2 a bad command line, config
+or input path; 3 the system refused a read or write (permission, disk full), with what was written removed or
+left resumable; 130 interrupted.
+"""
 
 
 class SSRLError(Exception):
     """Base class: every error this package raises on bad input or config."""
+
+    exit_code = 2
+
+
+class NothingUsable(SSRLError):
+    """The inputs exist but no sample can be made from them (every file bad, every candidate rejected)."""
+
+    exit_code = 1
+
+
+class OutputError(SSRLError):
+    """Writing the output failed (permission, full disk, read-only folder); the message says what was kept."""
+
+    exit_code = 3
 
 
 class ConfigError(SSRLError, ValueError):

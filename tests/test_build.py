@@ -166,8 +166,14 @@ def test_nothing_usable_is_an_error(tmp_path, capsys):
     src.mkdir()
     (src / "a.jpg").write_bytes(b"not a jpeg")
     code = main(["build", "--out", str(tmp_path / "o"), "--rgb", str(src), "--tasks", "flip", "--num-samples", "5", "--quiet"])
-    assert code != 0
-    assert "a.jpg" in capsys.readouterr().err
+    assert code == 1  # the README: 1 when nothing usable was found, whichever stage finds it
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a.jpg" in err
+    (src / "a.jpg").unlink()
+    (src / "notes.txt").write_text("no image here")
+    assert main(["build", "--out", str(tmp_path / "o2"), "--rgb", str(src), "--num-samples", "5", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "notes.txt" in err
 
 
 def test_refuses_to_overwrite_without_flag(tmp_path):

@@ -42,7 +42,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_build(tmp_path, monkeypat
     def crashing_save(out_dir, state):
         real_save(out_dir, state)
         saves.append(1)
-        if len(saves) == 4:  # mid-train, after three complete shards
+        if len(saves) == 4:  # the fourth checkpoint: mid-build, after complete shards
             raise Crash
 
     monkeypatch.setattr(pipeline, "save_state", crashing_save)
@@ -83,15 +83,20 @@ def test_resume_refuses_a_different_config(tmp_path, monkeypatch):
     out = tmp_path / "out"
 
     def crash(out_dir, state):
-        raise Crash
+        if state.get("splits"):  # the first checkpoint (before any sample) is kept
+            raise Crash
+        real(out_dir, state)
 
+    real = pipeline.save_state
     monkeypatch.setattr(pipeline, "save_state", crash)
     with pytest.raises(Crash):
         build(config(out), progress=False)
     monkeypatch.undo()
-    (out / STATE_FILE).write_text(json.dumps({"fingerprint": "something else"}))
-    with pytest.raises(ConfigError, match="config differs"):
+    with pytest.raises(ConfigError, match="config differs .* in seed "):
         build(config(out, seed=5), progress=False, resume=True)
+    (out / STATE_FILE).write_text(json.dumps({"fingerprint": "something else"}))
+    with pytest.raises(ConfigError, match="another version of ssrl"):
+        build(config(out), progress=False, resume=True)
 
 
 def test_resume_of_a_finished_build_says_so(tmp_path):
