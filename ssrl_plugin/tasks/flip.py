@@ -171,8 +171,10 @@ class FlipTask(Task):
         shown = [out[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
         cells = [source.rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in metadata["cell_boxes"]]
 
+        flat = np.flatnonzero(mask)
+
         def rms(a: np.ndarray, b: np.ndarray) -> float:
-            diff = a[mask].astype(np.float32) - b[mask]
+            diff = G.masked(a, mask, flat).astype(np.float32) - G.masked(b, mask, flat)
             return float(np.sqrt(np.mean(diff * diff)))
 
         same = np.array([rms(s, c) for s, c in zip(shown, cells)])

@@ -234,6 +234,15 @@ def comparison_mask(ph: int, pw: int, display_boxes: list[list[int]], label_boxe
     return mask
 
 
+def masked(patch: np.ndarray, mask: np.ndarray, flat: np.ndarray | None = None) -> np.ndarray:
+    """``patch[mask]`` for an (H, W, C) patch and an (H, W) mask (``flat``: ``np.flatnonzero(mask)``, computed
+    once by the caller): the same array, gathered by flat index, which is several times faster."""
+    if patch.shape[:2] != mask.shape:
+        return patch[mask]  # boolean indexing raises its usual IndexError
+    flat = np.flatnonzero(mask) if flat is None else flat
+    return np.take(patch.reshape(-1, *patch.shape[2:]), flat, axis=0)
+
+
 def masked_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(Na, Nb) RMS distance between two stacks of masked patches (flattened to (Na, N) and (Nb, N)), via
     |a|^2 + |b|^2 - 2 a.b (one matrix product instead of Na*Nb pixel loops)."""

@@ -227,8 +227,9 @@ class ShuffleTask(Task):
         if out.shape[:2] != (ph * rows, pw * cols):
             return problems + [f"image is {out.shape[1]}x{out.shape[0]}, expected {pw * cols}x{ph * rows}"]
         mask = G.comparison_mask(ph, pw, boxes, metadata["label_boxes"], metadata["border_px"])
-        shown = np.stack([out[y0:y1, x0:x1][mask] for x0, y0, x1, y1 in boxes])
-        cells = np.stack([source.rgb[y0:y1, x0:x1][mask] for x0, y0, x1, y1 in metadata["cell_boxes"]])
+        flat = np.flatnonzero(mask)
+        shown = np.stack([G.masked(out[y0:y1, x0:x1], mask, flat) for x0, y0, x1, y1 in boxes])
+        cells = np.stack([G.masked(source.rgb[y0:y1, x0:x1], mask, flat) for x0, y0, x1, y1 in metadata["cell_boxes"]])
 
         # White patches: displays whose visible content is (near) pure white.
         white = [d for d in range(k) if shown[d].mean() >= 248 and shown[d].astype(np.float32).std() < 6]
