@@ -64,4 +64,11 @@ if [[ "${SSRL_DRY_RUN:-0}" != 0 ]]; then
     printf '%s\n' "${cmd[@]}"
     exit 0
 fi
+# EasyR1's own default config fails to load under omegaconf 2.4 (its `logger` field), which EasyR1's requirements
+# do not exclude: stop here with the fix rather than in a traceback from inside the trainer.
+omegaconf_version="$("$PYTHON" -c 'import omegaconf; print(omegaconf.__version__)' 2>/dev/null || true)"
+if [[ "$omegaconf_version" == 2.4* || "$omegaconf_version" == 2.[5-9]* || "$omegaconf_version" == [3-9].* ]]; then
+    echo "easyr1_grpo.sh: EasyR1 does not load its config with omegaconf $omegaconf_version: pip install 'omegaconf<2.4' in this environment" >&2
+    exit 1
+fi
 exec "${cmd[@]}"

@@ -575,3 +575,28 @@ def test_format_prompt_template():
     assert "{{ content" in text and "\\boxed{}" in text and "<think>" in text and "</think>" in text
     # EasyR1 renders Template(text.strip()) with content=the question: the question must come first, once
     assert text.count("{{") == 1 and text.strip().startswith("{{ content")
+
+
+@pytest.mark.parametrize("version, launched", [("2.4.0", False), ("2.5.1", False), ("2.3.0", True)])
+def test_easyr1_script_stops_with_a_hint_under_omegaconf_2_4(built, tmp_path, version, launched):
+    """EasyR1's default config fails under omegaconf 2.4: the launch script says so in one line instead of
+    starting the trainer (a fake omegaconf and a fake trainer stand in for the real ones)."""
+    data, cwd, env = built
+    fake = tmp_path / "fake_site"
+    (fake / "omegaconf").mkdir(parents=True)
+    (fake / "omegaconf" / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    (fake / "verl" / "trainer").mkdir(parents=True)
+    (fake / "verl" / "__init__.py").write_text("")
+    (fake / "verl" / "trainer" / "__init__.py").write_text("")
+    (fake / "verl" / "trainer" / "main.py").write_text("print('trainer launched')\n")
+    trainer_python = tmp_path / "trainer_python"  # the trainer's interpreter: sees the fakes, ssrl does not
+    trainer_python.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(fake))} exec {shlex.quote(sys.executable)} \"$@\"\n")
+    trainer_python.chmod(0o755)
+    out = subprocess.run(["bash", str(EASYR1_SH), str(data)], cwd=cwd, env={**env, "PYTHON": str(trainer_python)},
+                         capture_output=True, text=True)
+    if launched:
+        assert out.returncode == 0 and "trainer launched" in out.stdout, out.stderr
+    else:
+        assert out.returncode == 1 and "trainer launched" not in out.stdout
+        assert out.stderr.strip().splitlines() == [
+            f"easyr1_grpo.sh: EasyR1 does not load its config with omegaconf {version}: pip install 'omegaconf<2.4' in this environment"]
