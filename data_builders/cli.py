@@ -165,8 +165,15 @@ def cmd_paths(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssrl", description="Spatial-SSRL pretext tasks for EasyR1 and verl")
+    p = OneLineParser(prog="ssrl", description="Spatial-SSRL pretext tasks for EasyR1 and verl")
     p.add_argument("--version", action="version", version=f"ssrl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

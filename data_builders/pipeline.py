@@ -569,8 +569,9 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
     out = Path(config.out)
     pools = collect_sources(config)
     if not pools.rgb and not pools.rgbd:
-        reasons = "; ".join(f"{p}: {r}" for p, r in pools.skipped[:3])
-        raise NothingUsable("no usable source images found" + (f" ({reasons})" if reasons else ""))
+        given = ", ".join([*(f"--rgb {r}" for r in config.rgb), *(f"--rgbd {r}" for r in config.rgbd)])
+        first = f"; first of {len(pools.skipped)} skipped: {pools.skipped[0][0]}: {pools.skipped[0][1]}" if pools.skipped else ""
+        raise NothingUsable(f"no usable source images found in {given}{first}")
     tasks = active_tasks(config, pools)
     try:
         state = start_output(out, config, overwrite, resume, notify or (lambda _: None))

@@ -350,6 +350,9 @@ def _report(out: Path, layout: str, manifest: dict[str, Any], st: Stats, min_pix
         "rejected": rejected,
         "rejected_total": {t: sum(v for k, v in c.items() if k != "gave_up_after_attempts") for t, c in rejected.items()},
         "skipped_inputs": {"total": len(manifest.get("skipped_inputs", [])), "by_reason": dict(skipped.most_common())},
+        "inputs": manifest.get("inputs"),
+        "no_sample_inputs": len(manifest.get("no_sample_inputs", [])),
+        "splits": manifest.get("splits"),
         "shortfall": manifest.get("shortfall", {}),
         "audit": (manifest.get("audit") or {}).get("result"),
     }
@@ -390,7 +393,13 @@ def format_stats(rep: dict[str, Any]) -> str:
         if c:
             lines.append(f"rejected {task}: " + ", ".join(f"{k} {n}" for k, n in list(c.items())[:6]))
     sk = rep["skipped_inputs"]
+    if rep.get("inputs"):
+        i = rep["inputs"]
+        lines.append(f"inputs: {i['total']} = {i['used']} used + {i['not_needed']} not needed + {i['skipped']} skipped + "
+                     f"{i['no_sample']} without a sample")
     lines.append(f"skipped inputs: {sk['total']}" + ("" if not sk["by_reason"] else " (" + "; ".join(f"{k}: {n}" for k, n in list(sk["by_reason"].items())[:5]) + ")"))
+    for split, short in rep["shortfall"].items():
+        lines.append(f"shortfall in {split}: " + ", ".join(f"{t} {n}" for t, n in short.items()))
     if rep.get("audit"):
         lines.append(f"audit: {rep['audit']}")
     return "\n".join(lines)
