@@ -214,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--sources", action="append", metavar="DIR",
                    help="where a moved corpus lies now: each recorded source root is looked for as DIR (same name) "
                         "or DIR/<root name> (repeatable)")
-    v.add_argument("--workers", type=int, default=1, help="processes (default 1); the report is identical for any value")
+    v.add_argument("--workers", type=int, default=None,
+                   help="processes (default: one per core, at most 8; 1 for small datasets); the report is identical for any value")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
     sc = sub.add_parser("score", help="score model responses (JSONL of {id, response}) against a built dataset")

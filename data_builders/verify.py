@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 import re
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
@@ -353,11 +354,14 @@ def _windows(rows: Iterator[VRow], size: int) -> Iterator[list[VRow]]:
         yield window
 
 
+AUTO_WORKERS_MIN_ROWS = 200  # below this, starting worker processes costs more than it saves
+
+
 def verify_dataset(out: str | Path, layout: str | None = None, limit: int | None = None, progress: bool = False,
-                   sources: Sequence[str] = (), workers: int = 1, window: int = WINDOW) -> VerifyReport:
+                   sources: Sequence[str] = (), workers: int | None = 1, window: int = WINDOW) -> VerifyReport:
     """Check every stored sample (the first ``limit`` in file order when given); see the module doc."""
     out = Path(out)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise SSRLError(f"--workers {workers}: must be >= 1")
     manifest = read_manifest(out)
     layout = pick_layout(out, layout)
@@ -371,6 +375,8 @@ def verify_dataset(out: str | Path, layout: str | None = None, limit: int | None
 
     task_configs = {name: value for name, value in (config.task or {}).items()}
     load = dataclasses.asdict(config.source)
+    if workers is None:  # automatic: processes pay off once there is more than a few seconds of work
+        workers = 1 if len(sids) < AUTO_WORKERS_MIN_ROWS else max(1, min(8, os.cpu_count() or 1))
     pool = None
     if workers > 1:
         pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(task_configs, load))

@@ -162,7 +162,7 @@ class FlipTask(Task):
             return problems + [f"answer {answer!r} is not 'Label-Direction' with label < {k} and direction 0/1"]
         label, direction = int(parts[0]), int(parts[1])
 
-        out = np.asarray(images[0].convert("RGB"))
+        out = np.asarray(images[0] if images[0].mode == "RGB" else images[0].convert("RGB"))
         boxes = metadata["display_boxes"]
         pw, ph = boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]
         if out.shape[:2] != (ph * rows, pw * cols):
@@ -171,7 +171,7 @@ class FlipTask(Task):
         shown = [out[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes]
         cells = [source.rgb[y0:y1, x0:x1] for x0, y0, x1, y1 in metadata["cell_boxes"]]
 
-        flat = np.flatnonzero(mask)
+        flat = G.comparison_pixels(mask)
 
         def rms(a: np.ndarray, b: np.ndarray) -> float:
             diff = G.masked(a, mask, flat).astype(np.float32) - G.masked(b, mask, flat)

@@ -7,7 +7,7 @@ metadata (the reference dropped edge pixels silently). Cells are numbered in rea
 Generation-side helpers: :func:`make_grid`, :func:`thumbnails`,
 :func:`patch_std`, :func:`pairwise_mad`, :func:`draw_overlay`, :func:`position_names`.
 Verification-side helpers (used only by ``verify``, never by ``generate``): :func:`comparison_mask`,
-:func:`masked_rms`.
+:func:`comparison_pixels`, :func:`masked_rms`.
 """
 
 from __future__ import annotations
@@ -232,6 +232,16 @@ def comparison_mask(ph: int, pw: int, display_boxes: list[list[int]], label_boxe
         if x1 > x0 and y1 > y0:
             mask[y0:y1, x0:x1] = False
     return mask
+
+
+VERIFY_PIXELS = 16_384  # per patch: the matches are relative (best against second best), and a lattice of this
+# many pixels decides them as surely as every pixel (a right match differs by JPEG noise, a wrong one by content)
+
+
+def comparison_pixels(mask: np.ndarray, budget: int = VERIFY_PIXELS) -> np.ndarray:
+    """Flat indices of the mask's pixels, thinned to an even lattice of at most ~``budget`` of them."""
+    flat = np.flatnonzero(mask)
+    return flat[:: max(1, flat.size // budget)]
 
 
 def masked(patch: np.ndarray, mask: np.ndarray, flat: np.ndarray | None = None) -> np.ndarray:

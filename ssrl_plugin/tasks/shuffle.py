@@ -221,13 +221,13 @@ class ShuffleTask(Task):
         if labels == list(range(k)):
             problems.append("answer is the identity permutation (nothing was shuffled)")
 
-        out = np.asarray(images[0].convert("RGB"))
+        out = np.asarray(images[0] if images[0].mode == "RGB" else images[0].convert("RGB"))
         boxes = metadata["display_boxes"]
         pw, ph = boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1]
         if out.shape[:2] != (ph * rows, pw * cols):
             return problems + [f"image is {out.shape[1]}x{out.shape[0]}, expected {pw * cols}x{ph * rows}"]
         mask = G.comparison_mask(ph, pw, boxes, metadata["label_boxes"], metadata["border_px"])
-        flat = np.flatnonzero(mask)
+        flat = G.comparison_pixels(mask)
         shown = np.stack([G.masked(out[y0:y1, x0:x1], mask, flat) for x0, y0, x1, y1 in boxes])
         cells = np.stack([G.masked(source.rgb[y0:y1, x0:x1], mask, flat) for x0, y0, x1, y1 in metadata["cell_boxes"]])
 
