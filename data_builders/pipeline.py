@@ -140,11 +140,16 @@ def _run(job: list[Candidate]) -> list[tuple]:
     results: list[tuple] = []
     for candidate in job:
         task: Task = _WORKER["tasks"][candidate.task]
-        result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
-        if result.sample is None:
-            results.append(("rejected", result.rejects))
+        try:
+            result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
+            if result.sample is None:
+                results.append(("rejected", result.rejects))
+                continue
+            record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
+        except Exception as exc:  # noqa: BLE001 - a task bug on an odd input: the input is reported, the build goes on
+            results.append(("source_error", f"{ref.rgb_path or ref.id}: {candidate.task} failed on this input "
+                                            f"({type(exc).__name__}: {' '.join(str(exc).split())})"))
             continue
-        record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
         results.append(("ok", record, result.rejects))
     return results
 

@@ -304,3 +304,24 @@ def test_every_input_is_accounted_for(tmp_path):
     by_path = {Path(e["path"]).name: e for e in entries}
     assert by_path["broken.jpg"]["stage"] == "load"
     assert by_path["uniform.png"]["stage"] == "generate" and "flip/" in by_path["uniform.png"]["reason"]
+
+
+def test_a_task_that_raises_on_one_input_reports_it_and_keeps_the_rest(tmp_path, monkeypatch):
+    """A bug in a task on an odd input is that input's one-line reason, not the end of the build."""
+    import ssrl_plugin.tasks.flip as flip
+
+    folder = tmp_path / "imgs"
+    write_corpus(folder, 6)
+    real = flip.FlipTask.generate
+
+    def fragile(self, source, rng, slot):
+        if source.id.endswith("img03.jpg"):
+            raise ZeroDivisionError("odd input")
+        return real(self, source, rng, slot)
+
+    monkeypatch.setattr(flip.FlipTask, "generate", fragile)
+    m = build(load_config(None, None, out=str(tmp_path / "out"), rgb=[str(folder)], num_samples=12, val_fraction=0,
+                          tasks=["flip"]), progress=False).manifest
+    assert sum(m["counts"]["total"].values()) == 12
+    broken = [e for e in m["skipped_inputs"] if e["path"].endswith("img03.jpg")]
+    assert broken and "flip failed on this input (ZeroDivisionError: odd input)" in broken[0]["reason"]
