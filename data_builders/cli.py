@@ -42,7 +42,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .pipeline import build, summary_table
+    from .pipeline import build
+    from .report import summary_table
 
     from ssrl_plugin.config import load_config
 

@@ -3,18 +3,21 @@
 Candidates are planned in fixed-size windows. Within a window they run in parallel; results are consumed in
 plan order, and everything that steers planning (which tasks are full, which sources are broken) changes only
 between windows. So the output depends on the config and seed alone, never on worker count or timing.
+
+Validation is built first, and its failed sources are replaced from the training side in rounds (see
+:meth:`Builder.replacements`). A checkpoint is on disk before the first sample and after every closed shard and
+every few seconds (:mod:`.checkpoint`), so a build stopped at any moment resumes to the same bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +26,16 @@ from typing import Any
 from tqdm import tqdm
 
 from ssrl_plugin.config import BuildConfig
-from ssrl_plugin.dataset import Candidate, VisitPlanner, generate
-from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError, SourceError
+from ssrl_plugin.dataset import Candidate, VisitPlanner
+from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
-from ssrl_plugin.sources import (LoadOptions, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd,
-                                 load_source)
+from ssrl_plugin.sources import SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd
 
 from .checkpoint import ROWS_LOG, STATE_FILE, load_state, new_state, save_state
-from .records import Record, encode
-from .report import make_manifest, summary_table  # noqa: F401 - summary_table is part of this module's interface
+from .executor import Executor
+from .records import Record
+from .report import make_manifest
 from .writers import DatasetWriter
 
 SPLITS = ("val", "train")  # validation first: its failed sources are replaced from the training side
@@ -94,87 +97,6 @@ def split_sources(seed: int, pools: Pools, val_fraction: float) -> set[str]:
         val.add(keyed[0].id)
         val.update(r.id for r in keyed if key_to_int(seed, "split", r.id) < limit)
     return val
-
-
-# ----------------------------------------------------------------------------------------------- workers
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(config: dict[str, Any]) -> None:
-    _WORKER["seed"] = config["seed"]
-    _WORKER["max_attempts"] = config["max_attempts"]
-    _WORKER["load"] = LoadOptions(**config["source"])
-    _WORKER["output"] = config["output"]
-    _WORKER["tasks"] = {name: create_task(name, config["task"].get(name)) for name in config["_active"]}
-    _WORKER["cache"] = OrderedDict()
-
-
-DEMO_CACHE = 128  # demo sources are re-rendered on demand; the whole demo corpus fits in a few hundred MB
-FILE_CACHE = 2
-
-
-def _load(ref: SourceRef):
-    """Decode a source, keeping the last few: demo renders cost more than a decode and the corpus is small."""
-    cache: OrderedDict = _WORKER["cache"]
-    if ref.id in cache:
-        cache.move_to_end(ref.id)
-        return cache[ref.id]
-    source = load_source(ref, _WORKER["load"])
-    cache[ref.id] = source
-    while len(cache) > (DEMO_CACHE if ref.scheme == "demo" else FILE_CACHE):
-        cache.popitem(last=False)
-    return source
-
-
-def _run(job: list[Candidate]) -> list[tuple]:
-    """One visit: decode its source once, then each candidate → ("ok", Record, rejects) | ("rejected", rejects)
-    | ("source_error", reason)."""
-    ref = job[0].source
-    try:
-        source = _load(ref)
-    except SourceError as exc:
-        return [("source_error", str(exc))] * len(job)
-    except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the build; the file is reported
-        return [("source_error", f"{ref.rgb_path or ref.id}: {type(exc).__name__}: {exc}")] * len(job)
-    out = _WORKER["output"]
-    results: list[tuple] = []
-    for candidate in job:
-        task: Task = _WORKER["tasks"][candidate.task]
-        try:
-            result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
-            if result.sample is None:
-                results.append(("rejected", result.rejects))
-                continue
-            record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
-        except Exception as exc:  # noqa: BLE001 - a task bug on an odd input: the input is reported, the build goes on
-            results.append(("source_error", f"{ref.rgb_path or ref.id}: {candidate.task} failed on this input "
-                                            f"({type(exc).__name__}: {' '.join(str(exc).split())})"))
-            continue
-        results.append(("ok", record, result.rejects))
-    return results
-
-
-class Executor:
-    """Ordered map over a window of candidates: in-process for one worker, a process pool otherwise."""
-
-    def __init__(self, config: dict[str, Any], workers: int):
-        self.workers = workers
-        self.pool = None
-        if workers > 1:
-            ctx = multiprocessing.get_context("spawn")
-            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
-        else:
-            _init_worker(config)
-
-    def map(self, jobs: list[list[Candidate]]) -> Iterator[list[tuple]]:
-        if self.pool is None:
-            return map(_run, jobs)
-        return self.pool.imap(_run, jobs, chunksize=max(1, len(jobs) // (self.workers * 8)))
-
-    def close(self, abort: bool = False) -> None:
-        if self.pool is not None:
-            self.pool.terminate() if abort else self.pool.close()
-            self.pool.join()
 
 
 # ----------------------------------------------------------------------------------------------- planning

@@ -18,7 +18,7 @@ from typing import Any
 from ssrl_plugin.dataset import Candidate
 from ssrl_plugin.errors import SSRLError
 
-from . import pipeline
+from . import executor
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -28,10 +28,10 @@ def _config_key(config: dict[str, Any]) -> str:
 def generate_batch(batch: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Runs on a Ray worker: jobs (pickled lists of candidates) → pickled results, same code as a local build."""
     key = _config_key(config)
-    if pipeline._WORKER.get("config_key") != key:  # tasks are built once per worker process
-        pipeline._init_worker(config)
-        pipeline._WORKER["config_key"] = key
-    results = [pickle.dumps(pipeline._run(pickle.loads(job))) for job in batch["job"]]
+    if executor._WORKER.get("config_key") != key:  # tasks are built once per worker process
+        executor._init_worker(config)
+        executor._WORKER["config_key"] = key
+    results = [pickle.dumps(executor._run(pickle.loads(job))) for job in batch["job"]]
     return {"i": batch["i"], "result": results}
 
 

@@ -190,19 +190,19 @@ def test_window_size_changes_nothing_but_speed(tmp_path):
 
 
 def test_one_decode_feeds_several_tasks_when_sources_are_reused(tmp_path, monkeypatch):
-    import data_builders.pipeline as pipeline
+    import data_builders.executor as executor
 
     src = tmp_path / "imgs"
     write_good_images(src, 6)
     decodes = Counter()
-    real = pipeline.load_source
+    real = executor.load_source
 
     def counting(ref, opts):
         decodes[ref.id] += 1
         return real(ref, opts)
 
-    monkeypatch.setattr(pipeline, "load_source", counting)
-    monkeypatch.setattr(pipeline, "FILE_CACHE", 0)  # count every decode, not cache hits
+    monkeypatch.setattr(executor, "load_source", counting)
+    monkeypatch.setattr(executor, "FILE_CACHE", 0)  # count every decode, not cache hits
     config = load_config(None, [], out=str(tmp_path / "out"), rgb=[str(src)], num_samples=60, val_fraction=0.0,
                          tasks=["shuffle", "flip", "crop"])
     manifest = build(config, progress=False).manifest

@@ -1,0 +1,96 @@
+"""What runs where the samples are made (this process or a worker): decode a visit's source once, generate its
+candidates, encode the records. The builder (``pipeline``) plans and writes; the Ray backend calls the same code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from ssrl_plugin.dataset import Candidate, generate
+from ssrl_plugin.errors import SourceError
+from ssrl_plugin.registry import Task, create_task
+from ssrl_plugin.sources import LoadOptions, SourceRef, load_source
+
+from .records import encode
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: dict[str, Any]) -> None:
+    _WORKER["seed"] = config["seed"]
+    _WORKER["max_attempts"] = config["max_attempts"]
+    _WORKER["load"] = LoadOptions(**config["source"])
+    _WORKER["output"] = config["output"]
+    _WORKER["tasks"] = {name: create_task(name, config["task"].get(name)) for name in config["_active"]}
+    _WORKER["cache"] = OrderedDict()
+
+
+DEMO_CACHE = 128  # demo sources are re-rendered on demand; the whole demo corpus fits in a few hundred MB
+FILE_CACHE = 2
+
+
+def _load(ref: SourceRef):
+    """Decode a source, keeping the last few: demo renders cost more than a decode and the corpus is small."""
+    cache: OrderedDict = _WORKER["cache"]
+    if ref.id in cache:
+        cache.move_to_end(ref.id)
+        return cache[ref.id]
+    source = load_source(ref, _WORKER["load"])
+    cache[ref.id] = source
+    while len(cache) > (DEMO_CACHE if ref.scheme == "demo" else FILE_CACHE):
+        cache.popitem(last=False)
+    return source
+
+
+def _run(job: list[Candidate]) -> list[tuple]:
+    """One visit: decode its source once, then each candidate → ("ok", Record, rejects) | ("rejected", rejects)
+    | ("source_error", reason)."""
+    ref = job[0].source
+    try:
+        source = _load(ref)
+    except SourceError as exc:
+        return [("source_error", str(exc))] * len(job)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the build; the file is reported
+        return [("source_error", f"{ref.rgb_path or ref.id}: {type(exc).__name__}: {exc}")] * len(job)
+    out = _WORKER["output"]
+    results: list[tuple] = []
+    for candidate in job:
+        task: Task = _WORKER["tasks"][candidate.task]
+        try:
+            result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
+            if result.sample is None:
+                results.append(("rejected", result.rejects))
+                continue
+            record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
+        except Exception as exc:  # noqa: BLE001 - a task bug on an odd input: the input is reported, the build goes on
+            results.append(("source_error", f"{ref.rgb_path or ref.id}: {candidate.task} failed on this input "
+                                            f"({type(exc).__name__}: {' '.join(str(exc).split())})"))
+            continue
+        results.append(("ok", record, result.rejects))
+    return results
+
+
+class Executor:
+    """Ordered map over a window of candidates: in-process for one worker, a process pool otherwise."""
+
+    def __init__(self, config: dict[str, Any], workers: int):
+        self.workers = workers
+        self.pool = None
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config,))
+        else:
+            _init_worker(config)
+
+    def map(self, jobs: list[list[Candidate]]) -> Iterator[list[tuple]]:
+        if self.pool is None:
+            return map(_run, jobs)
+        return self.pool.imap(_run, jobs, chunksize=max(1, len(jobs) // (self.workers * 8)))
+
+    def close(self, abort: bool = False) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if abort else self.pool.close()
+            self.pool.join()
