@@ -104,3 +104,27 @@ def test_resume_of_a_finished_build_says_so(tmp_path):
     build(config(out), progress=False)
     with pytest.raises(ConfigError, match="nothing to resume"):
         build(config(out), progress=False, resume=True)
+
+
+def test_resume_replays_the_rows_of_an_open_shard(tmp_path, monkeypatch, reference):
+    """Checkpoints between shard boundaries: the rows of the open shard come back from the log, byte for byte."""
+    monkeypatch.setattr(pipeline, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint after every window
+    out = tmp_path / "out"
+    real_save = pipeline.save_state
+    pending = []
+
+    def crash_mid_shard(out_dir, state):
+        real_save(out_dir, state)
+        writer = state.get("writer") or {}
+        if writer.get("pending"):
+            pending.append(writer["pending"])
+            if len(pending) == 3:
+                raise Crash
+
+    monkeypatch.setattr(pipeline, "save_state", crash_mid_shard)
+    with pytest.raises(Crash):
+        build(config(out, window=4), progress=False)
+    monkeypatch.setattr(pipeline, "save_state", real_save)
+    assert pending[-1] > 0 and not (out / "manifest.json").exists()
+    resumed = build(config(out, window=4), progress=False, resume=True).manifest
+    assert resumed["content_hash"] == reference["content_hash"]
