@@ -113,12 +113,23 @@ def _split_of(path: Path) -> str:
     return path.name.split("-", 1)[0]
 
 
+def read_batches(path: Path, columns: list[str], batch_size: int) -> Iterator[Any]:
+    """Record batches of one parquet file; a damaged file or a foreign schema is one line naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+        while (batch := next(batches, None)) is not None:
+            yield batch
+    except (pa.ArrowException, OSError) as exc:
+        raise SSRLError(f"{path}: cannot read this parquet file ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+
+
 def iter_rows(out: str | Path, layout: str | None = None, splits: Iterable[str] | None = None,
               images: bool = True, select: set[str] | None = None, batch_size: int = 128) -> Iterator[Row]:
     """Rows of a built dataset in file order. ``images=False`` skips the image column (fast); ``select`` keeps
     only rows whose id is in it (their images are read, the others' are not decoded into Python objects)."""
-    import pyarrow.parquet as pq
-
     out = Path(out)
     layout = pick_layout(out, layout)
     wanted = set(splits) if splits is not None else None
@@ -127,9 +138,8 @@ def iter_rows(out: str | Path, layout: str | None = None, splits: Iterable[str] 
         split = _split_of(path)
         if wanted is not None and split not in wanted:
             continue
-        pf = pq.ParquetFile(path)
         columns = _COLUMNS[layout] + (["images"] if images else [])
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in read_batches(path, columns, batch_size):
             data = batch.to_pydict()
             n = batch.num_rows
             for i in range(n):

@@ -339,3 +339,23 @@ def test_a_task_that_raises_on_one_input_reports_it_and_keeps_the_rest(tmp_path,
     assert sum(m["counts"]["total"].values()) == 12
     broken = [e for e in m["skipped_inputs"] if e["path"].endswith("img03.jpg")]
     assert broken and "flip failed on this input (ZeroDivisionError: odd input)" in broken[0]["reason"]
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """A small build whose training parquet lost its second half (a copy cut short, a full disk elsewhere)."""
+    out = tmp_path_factory.mktemp("damaged") / "out"
+    build(load_config(None, DEMO, out=str(out), num_samples=30, val_fraction=0.2), progress=False)
+    shard = out / "easyr1" / "train-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return out
+
+
+@pytest.mark.parametrize("command", [["stats"], ["audit", "--no-learned"], ["preview", "--out", "{tmp}/g.html"],
+                                     ["verify"], ["score", "--responses", "{tmp}/r.jsonl", "--data"]])
+def test_a_damaged_parquet_is_one_line_naming_it(damaged, tmp_path, capsys, command):
+    (tmp_path / "r.jsonl").write_text('{"id": "x", "response": "\\\\boxed{A}"}\n')
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    args = args[:1] + [str(damaged)] + args[1:] if command[0] != "score" else args + [str(damaged)]
+    assert main(args) == 2
+    assert "train-00000-of-00001.parquet" in one_error_line(capsys.readouterr().err)
