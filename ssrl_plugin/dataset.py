@@ -155,6 +155,7 @@ def generate(task: Task, candidate: Candidate, source: Source, seed: int, max_at
             "size": [source.width, source.height],
             **{k: v for k, v in source.info.items() if isinstance(v, (str, int, float, bool, list))},
         }
+        sample.metadata["difficulty"] = task.describe_difficulty(sample.metadata)
         sample.metadata["seed"] = {
             "seed": seed,
             "split": candidate.split,

@@ -14,7 +14,7 @@ import dataclasses
 import warnings
 from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -29,7 +29,12 @@ ENTRY_POINT_GROUP = "ssrl_plugin.tasks"
 
 @dataclasses.dataclass
 class TaskConfig:
-    """Base of every task config. Subclasses add fields with defaults and check them in ``validate``."""
+    """Base of every task config. Subclasses add fields with defaults and check them in ``validate``.
+
+    ``level``: a difficulty level of the task (:attr:`Task.levels`); its knobs replace the configured values.
+    """
+
+    level: Optional[int] = None
 
     def validate(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`ConfigError` naming the field when a value is absurd."""
@@ -56,9 +61,35 @@ class Task(abc.ABC):
     needs_depth: ClassVar[bool] = False
     description: ClassVar[str] = ""
     word_options: ClassVar[bool] = False  # options are words the model may quote ("B. Front"): stored with the answer
+    # Difficulty levels, 1 the easiest: the config knobs each one sets. A level is monotone in a measured sense
+    # (``difficulty`` of its samples), not just named; tests check it.
+    levels: ClassVar[Mapping[int, Mapping[str, Any]]] = {}
 
     def __init__(self, config: TaskConfig | Mapping[str, Any] | None = None):
-        self.config = make_config(self.config_cls, config, key=f"task.{self.name}")
+        key = f"task.{self.name}"
+        self.config = make_config(self.config_cls, config, key=key)
+        level = self.config.level
+        if level is not None:
+            check(level in self.levels, f"{key}.level",
+                  f"must be one of {sorted(self.levels)}, got {level}" if self.levels else f"{self.name} has no difficulty levels")
+            knobs = {**dataclasses.asdict(self.config), **self.levels[level]}
+            self.config = make_config(self.config_cls, knobs, key=key)
+
+    @classmethod
+    def knob_names(cls) -> list[str]:
+        """The config keys the levels set, in declaration order."""
+        return list(dict.fromkeys(k for knobs in cls.levels.values() for k in knobs))
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """What makes this sample hard, measured on it (read from its metadata): e.g. the depth gap between
+        regions, the margin over a threshold. Tasks override it; recorded in ``metadata["difficulty"]``."""
+        return {}
+
+    def describe_difficulty(self, metadata: dict) -> dict[str, Any]:
+        """``{"level", "knobs", "measured"}``: the level (None without one), the values of the knobs levels
+        set, and :meth:`difficulty`."""
+        knobs = {k: getattr(self.config, k) for k in self.knob_names()}
+        return {"level": self.config.level, "knobs": knobs, "measured": self.difficulty(metadata)}
 
     def variants(self) -> list[str]:
         """Names of the variants this config can produce."""
