@@ -50,7 +50,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     flags = {
         "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "tasks": args.tasks, "num_samples": args.num_samples,
         "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers, "backend": args.backend,
-        "ray_address": args.ray_address,
+        "ray_address": args.ray_address, "level": args.level, "curriculum": args.curriculum,
     }
     overrides = list(args.overrides)
     if args.format:
@@ -193,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, help="processes (default 1); the output is identical for any value")
     b.add_argument("--backend", choices=["local", "ray"], help="local processes (default) or Ray Data (needs ray[data])")
     b.add_argument("--ray-address", help="with --backend ray: cluster address (default: start a local Ray)")
+    b.add_argument("--level", type=int, help="difficulty level of every task (ssrl tasks lists them; default: none)")
+    b.add_argument("--curriculum", help='training rows in stages of rising level, e.g. "levels=1,2,3 [shares=...] [batch=256]"')
     b.add_argument("--format", type=_csv, help="comma-separated: easyr1, verl, sft (default easyr1,verl; sft alone defaults to 3,600 samples)")
     b.add_argument("--config", help="YAML config file (see example_configs/build.yaml)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")

@@ -4,6 +4,7 @@ candidates, encode the records. The builder (``pipeline``) plans and writes; the
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ def _init_worker(config: dict[str, Any]) -> None:
     _WORKER["max_attempts"] = config["max_attempts"]
     _WORKER["load"] = LoadOptions(**config["source"])
     _WORKER["output"] = config["output"]
-    _WORKER["tasks"] = {name: create_task(name, config["task"].get(name)) for name in config["_active"]}
+    _WORKER["task_configs"] = config["_task_configs"]
+    _WORKER["tasks"] = {}
     _WORKER["cache"] = OrderedDict()
 
 
@@ -45,6 +47,16 @@ def _load(ref: SourceRef):
     return source
 
 
+def _task(candidate: Candidate) -> Task:
+    """The candidate's task at its level (a curriculum stage's, else the configured one), made once per worker."""
+    key = (candidate.task, candidate.level)
+    tasks = _WORKER["tasks"]
+    if key not in tasks:
+        config = _WORKER["task_configs"][candidate.task]
+        tasks[key] = create_task(candidate.task, config if candidate.level is None else {**config, "level": candidate.level})
+    return tasks[key]
+
+
 def _run(job: list[Candidate]) -> list[tuple]:
     """One visit: decode its source once, then each candidate → ("ok", Record, rejects) | ("rejected", rejects)
     | ("source_error", reason)."""
@@ -58,7 +70,9 @@ def _run(job: list[Candidate]) -> list[tuple]:
     out = _WORKER["output"]
     results: list[tuple] = []
     for candidate in job:
-        task: Task = _WORKER["tasks"][candidate.task]
+        task = _task(candidate)
+        if candidate.slot >= task.num_slots:  # slots dealt over several levels' slot counts (see make_planner)
+            candidate = dataclasses.replace(candidate, slot=candidate.slot % task.num_slots)
         try:
             result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
             if result.sample is None:

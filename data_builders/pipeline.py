@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ssrl_plugin.config import BuildConfig
+from ssrl_plugin.config import BuildConfig, Curriculum
 from ssrl_plugin.dataset import Candidate, VisitPlanner
 from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError
 from ssrl_plugin.registry import Task, create_task
@@ -122,6 +123,9 @@ class SplitStats:
     shortfall: dict[str, int] = field(default_factory=dict)
     position: int = 0  # candidates of the current round's planner consumed so far: where a resumed build continues
     round: int = 0  # validation only: rounds of replacement sources (see build_split)
+    stage: int = 0  # training with a curriculum: the stage being built (0-based)
+    stage_base: dict[str, int] = field(default_factory=dict)  # rows per task when the current stage began
+    stage_rows: list[int] = field(default_factory=list)  # rows written at the end of each finished stage
     samples_by_source: Counter = field(default_factory=Counter)  # every visited source id -> samples made (0 too)
     fruitless: dict[str, Counter] = field(default_factory=dict)  # visited, no sample yet: id -> rejection reasons
 
@@ -131,6 +135,7 @@ class SplitStats:
                 "rejected": {t: dict(c) for t, c in self.rejected.items()},
                 "candidates": dict(self.candidates), "built": dict(self.built),
                 "shortfall": self.shortfall, "position": self.position, "round": self.round,
+                "stage": self.stage, "stage_base": self.stage_base, "stage_rows": self.stage_rows,
                 "samples_by_source": dict(self.samples_by_source),
                 "fruitless": {sid: dict(c) for sid, c in self.fruitless.items()}}
 
@@ -138,6 +143,7 @@ class SplitStats:
     def from_json(cls, d: dict[str, Any]) -> SplitStats:
         st = cls(Counter({(t, v): n for t, v, n in d["counts"]}), defaultdict(Counter), defaultdict(Counter),
                  Counter(d["candidates"]), Counter(d["built"]), d["shortfall"], d["position"], d["round"],
+                 d["stage"], d["stage_base"], d["stage_rows"],
                  Counter(d["samples_by_source"]), {sid: Counter(c) for sid, c in d["fruitless"].items()})
         for t, c in d["answers"].items():
             st.answers[t].update(c)
@@ -272,7 +278,7 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
     """Tasks to build with their weights: those asked for (or all in the mix) whose inputs exist."""
     active: dict[str, tuple[Task, float]] = {}
     for name, weight in config.weights().items():
-        task = create_task(name, config.task.get(name))
+        task = create_task(name, config.task_config(name))
         has_input = bool(pools.rgbd) if task.needs_depth else bool(pools.rgb)
         if not has_input:
             if config.tasks:
@@ -280,6 +286,9 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
                 raise ConfigError(f"tasks: {name!r} needs {kind} sources and none were found")
             continue
         if weight > 0:
+            plan = config.curriculum_plan()
+            for level in plan.levels if plan else ():  # every stage's level must exist for every task
+                create_task(name, {**config.task_config(name), "level": level})
             active[name] = (task, weight)
     if not active:
         raise ConfigError("no task can be built: no usable sources for any task in `tasks`/`mix`")
@@ -287,9 +296,12 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
 
 
 def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, float]], quotas: dict[str, int],
-                 pools: dict[str, list[SourceRef]]) -> VisitPlanner:
+                 pools: dict[str, list[SourceRef]], stage: int = 0, levels: list[int] | None = None) -> VisitPlanner:
     """Visits take several tasks only when sources must be reused anyway (more samples than sources): then one
-    decode feeds up to that many samples; a large pool still gives every sample its own image."""
+    decode feeds up to that many samples; a large pool still gives every sample its own image.
+
+    ``levels``: the difficulty levels the candidates take in turn. Answer slots are dealt in blocks of the least
+    common multiple of those levels' slot counts, so every level's answers stay balanced."""
     live = {t: q for t, q in quotas.items() if q > 0}
     task_pool = {t: "rgbd" if tasks[t][0].needs_depth else "rgb" for t in live}
     visit_size = {}
@@ -299,8 +311,18 @@ def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, f
             reuse = sum(live[t] for t in members) // len(pools[pool])
             auto = max(1, min(len(members), reuse))
             visit_size[pool] = min(auto, config.visit_size) if config.visit_size > 0 else auto
-    return VisitPlanner(config.seed, split, {t: float(q) for t, q in live.items()}, task_pool, pools,
-                        {t: tasks[t][0].num_slots for t in live}, visit_size)
+    slots = {t: tasks[t][0].num_slots if not levels else
+             math.lcm(*(create_task(t, {**config.task_config(t), "level": lv}).num_slots for lv in levels)) for t in live}
+    return VisitPlanner(config.seed, split, {t: float(q) for t, q in live.items()}, task_pool, pools, slots,
+                        visit_size, stage, levels)
+
+
+def stage_quotas(quotas: dict[str, int], plan: Curriculum) -> list[dict[str, int]]:
+    """Each curriculum stage's rows per task: every task's rows cut by the stages' shares (so the stages add up to
+    the split's quotas exactly)."""
+    shares = {f"{i:04d}": w for i, w in enumerate(plan.shares)}
+    per_task = {t: largest_remainder(q, shares) for t, q in quotas.items()}
+    return [{t: per_task[t][key] for t in quotas} for key in sorted(shares)]
 
 
 def validation_order(seed: int, pool: list[SourceRef]) -> list[SourceRef]:
@@ -431,14 +453,31 @@ class Builder:
             self.save()
             writer.saved(state["writer"])
 
+        plan = config.curriculum_plan()
+        staged = split == "train" and plan is not None
+        stages = stage_quotas(quotas, plan) if staged else []
         while True:
-            pools, weights = self.round_pools(split, stats, first)
-            weights = weights or {t: q for t, q in quotas.items() if q > 0}
-            planner = make_planner(config, split, self.tasks, weights, pools)
-            limits = {t: int(w * config.max_candidates_factor) + len(pools[self.task_pool[t]])
-                      for t, w in weights.items() if w > 0}
-            run_split(quotas, limits, planner, pools, config, self.executor, writer, stats, self.bad_sources,
-                      self.bar, checkpoint)
+            if staged:  # training in curriculum stages: each its own level, plan and share of every task's rows
+                pools, weights, stage, levels = first, stages[stats.stage], stats.stage + 1, [plan.levels[stats.stage]]
+                if stats.position == 0 and not stats.stage_base:
+                    stats.stage_base = dict(stats.built)
+                targets = {t: stats.stage_base.get(t, 0) + q for t, q in weights.items()}
+            else:  # validation takes every curriculum level in turn, so its curves can be read per level
+                pools, weights = self.round_pools(split, stats, first)
+                stage, levels, targets = 0, list(plan.levels) if plan else None, quotas
+            weights = {t: q for t, q in (weights or quotas).items() if q > 0}
+            if weights:
+                planner = make_planner(config, split, self.tasks, weights, pools, stage, levels)
+                limits = {t: int(w * config.max_candidates_factor) + len(pools[self.task_pool[t]]) for t, w in weights.items()}
+                run_split(targets, limits, planner, pools, config, self.executor, writer, stats, self.bad_sources,
+                          self.bar, checkpoint)
+            if staged:
+                stats.stage_rows.append(writer.count)
+                if len(stats.stage_rows) == len(stages):
+                    break
+                stats.stage, stats.position, stats.stage_base = stats.stage + 1, 0, {}
+                checkpoint(True)
+                continue
             moved = self.replacements(stats, quotas, pools) if split == "val" else None
             if moved is None:
                 break
@@ -514,7 +553,7 @@ def _build(config: BuildConfig, pools: Pools, tasks: dict[str, tuple[Task, float
     val_ids = first_val | {i for moved in state.get("val_rounds", []) for i in moved["ids"]}
     targets = {"train": config.num_samples - n_val, "val": n_val}
     worker_config = dataclasses.asdict(config)
-    worker_config["_active"] = list(tasks)
+    worker_config["_task_configs"] = {name: config.task_config(name) for name in tasks}
     if config.backend == "ray":
         from .ray_backend import RayExecutor
 

@@ -52,11 +52,13 @@ class Record:
     images: list[bytes]
     image_ext: str
     source_id: str
+    level: int | None = None  # difficulty level (the ``difficulty`` column), None when built without levels
 
 
 def sample_id(candidate: Candidate) -> str:
     """Unique within a build and stable across builds with the same sources and seed."""
-    return f"{candidate.task}:{candidate.source.id}:{candidate.round}"
+    base = f"{candidate.task}:{candidate.source.id}:{candidate.round}"
+    return f"{base}:s{candidate.stage}" if candidate.stage else base
 
 
 def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality: int, word_options: bool) -> Record:
@@ -72,6 +74,7 @@ def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality
         images=[encode_image(im, image_format, jpeg_quality) for im in sample.images],
         image_ext=EXTENSIONS[image_format],
         source_id=candidate.source.id,
+        level=(sample.metadata.get("difficulty") or {}).get("level"),
     )
 
 
@@ -92,6 +95,7 @@ def easyr1_schema(embedded: bool) -> pa.Schema:
         ("variant", pa.string()),
         ("id", pa.string()),
         ("metadata", pa.string()),
+        ("difficulty", pa.int64()),
     ])
 
 
@@ -104,7 +108,7 @@ def verl_schema(embedded: bool) -> pa.Schema:
         ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
         ("extra_info", pa.struct([
             ("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("task", pa.string()),
-            ("variant", pa.string()), ("answer", pa.string()), ("metadata", pa.string()),
+            ("variant", pa.string()), ("answer", pa.string()), ("metadata", pa.string()), ("difficulty", pa.int64()),
         ])),
     ])
 
@@ -118,6 +122,7 @@ def easyr1_row(rec: Record, images: list, instruction: str, enabled: bool) -> di
         "variant": rec.variant,
         "id": rec.id,
         "metadata": rec.metadata,
+        "difficulty": rec.level,
     }
 
 
@@ -130,6 +135,6 @@ def verl_row(rec: Record, images: list, index: int, instruction: str, enabled: b
         "reward_model": {"style": "rule", "ground_truth": rec.ground_truth},
         "extra_info": {
             "split": rec.split, "index": index, "id": rec.id, "task": rec.task,
-            "variant": rec.variant, "answer": rec.answer, "metadata": rec.metadata,
+            "variant": rec.variant, "answer": rec.answer, "metadata": rec.metadata, "difficulty": rec.level,
         },
     }

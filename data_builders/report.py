@@ -84,7 +84,7 @@ def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], first_va
     splits = {s: {"target": targets[s], "rows": sum(st.built.values()) if (st := split_stats.get(s)) else 0}
               for s in ("train", "val")}
     splits["val"].update(sources=len(val_ids), replacement_sources=len(val_ids - first_val))
-    return {
+    manifest = {
         "ssrl_version": ssrl_plugin.__version__,
         "seed": config.seed,
         "config": config.to_dict(),
@@ -110,6 +110,22 @@ def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], first_va
         "wall_time_s": round(elapsed, 3),
         "samples_per_s": round(n / elapsed, 2) if elapsed > 0 else None,
     }
+    plan = config.curriculum_plan()
+    if plan is not None:
+        train = split_stats.get("train")
+        manifest["curriculum"] = curriculum_stages(plan, train.stage_rows if train else [])
+    return manifest
+
+
+def curriculum_stages(plan, stage_rows: list[int]) -> dict[str, Any]:
+    """Where each stage's rows are, in rows and in trainer steps of ``plan.batch`` prompts (half-open ranges; a
+    step that straddles two stages belongs to both)."""
+    stages, start = [], 0
+    for i, (level, end) in enumerate(zip(plan.levels, stage_rows)):
+        stages.append({"stage": i + 1, "level": level, "rows": [start, end],
+                       "steps": [start // plan.batch, -(-end // plan.batch)]})
+        start = end
+    return {"levels": list(plan.levels), "shares": list(plan.shares), "batch": plan.batch, "stages": stages}
 
 
 def summary_table(manifest: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ssrl_plugin.config import BuildConfig
 from ssrl_plugin.errors import SourceError, SSRLError
 from ssrl_plugin.imaging import decode_image
-from ssrl_plugin.registry import Task, create_task
+from ssrl_plugin.registry import Task, create_task, list_tasks
 from ssrl_plugin.sources import LoadOptions, SourceRef, load_source
 
 from .relocate import FoundSources, find_sources
@@ -290,11 +290,14 @@ def _source(ref: SourceRef, keep: bool) -> tuple[Any, str | None]:
     return source, why
 
 
-def _task(name: str) -> Task:
+def _task(name: str, meta: dict) -> Task:
+    """The task as it made this row: its configured settings at the level the row records."""
+    level = (meta.get("difficulty") or {}).get("level")
     tasks = _WORKER["tasks"]
-    if name not in tasks:
-        tasks[name] = create_task(name, _WORKER["task_configs"].get(name))
-    return tasks[name]
+    if (name, level) not in tasks:
+        config = dict(_WORKER["task_configs"].get(name) or {})
+        tasks[(name, level)] = create_task(name, {**config, "level": level})
+    return tasks[(name, level)]
 
 
 @dataclass
@@ -336,7 +339,7 @@ def check_group(job: tuple[SourceRef | None, str | None, bool, list[VRow]]) -> t
                 problems.append(f"source {source.id} changed since the build (digest differs)")
             else:
                 try:
-                    problems += _task(row.task).verify(images, row.answer, meta, source)
+                    problems += _task(row.task, meta).verify(images, row.answer, meta, source)
                 except SSRLError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - odd metadata: a mismatch on this row, not a crash
@@ -373,7 +376,7 @@ def verify_dataset(out: str | Path, layout: str | None = None, limit: int | None
     last_window: dict[str | None, int] = {sid: i // window for i, sid in enumerate(sids)}
     rows = islice(read_rows(out, layout, images=True), limit)
 
-    task_configs = {name: value for name, value in (config.task or {}).items()}
+    task_configs = {name: config.task_config(name) for name in list_tasks()}
     load = dataclasses.asdict(config.source)
     if workers is None:  # automatic: processes pay off once there is more than a few seconds of work
         workers = 1 if len(sids) < AUTO_WORKERS_MIN_ROWS else max(1, min(8, os.cpu_count() or 1))

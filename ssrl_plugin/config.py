@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -64,6 +64,39 @@ def paper_mix() -> dict[str, float]:
     return {name: round(count / total, 4) for name, count in PAPER_COUNTS.items()}
 
 
+@dataclass(frozen=True)
+class Curriculum:
+    """A static curriculum: training rows in stages of rising difficulty level, so a trainer that reads them in
+    order (``data.shuffle=false``) goes from easy to hard. ``--curriculum "levels=1,2,3 shares=0.2,0.3,0.5
+    batch=256"``: one stage per level (equal shares unless ``shares``); ``batch`` (the trainer's rollout batch,
+    prompts per step) turns the stage boundaries into trainer steps in the manifest."""
+
+    levels: tuple[int, ...]
+    shares: tuple[float, ...]
+    batch: int = 256
+
+    @classmethod
+    def parse(cls, spec: str) -> Curriculum:
+        fields: dict[str, str] = {}
+        for part in spec.replace(";", " ").split():
+            key, sep, value = part.partition("=")
+            check(bool(sep) and key in ("levels", "shares", "batch") and key not in fields, "curriculum",
+                  f"{part!r}: expected levels=1,2,3 [shares=0.2,0.3,0.5] [batch=256]")
+            fields[key] = value
+        check("levels" in fields, "curriculum", f"{spec!r}: needs levels=..., e.g. levels=1,2,3")
+        try:
+            levels = tuple(int(v) for v in fields["levels"].split(","))
+            shares = tuple(float(v) for v in fields["shares"].split(",")) if "shares" in fields else (1.0,) * len(levels)
+            batch = int(fields.get("batch", 256))
+        except ValueError:
+            raise ConfigError(f"curriculum: {spec!r}: levels and batch are whole numbers, shares numbers") from None
+        check(all(v >= 1 for v in levels), "curriculum", f"levels must be >= 1, got {list(levels)}")
+        check(len(shares) == len(levels), "curriculum", f"{len(shares)} shares for {len(levels)} levels")
+        check(all(0 < x < float("inf") for x in shares), "curriculum", f"shares must be positive, got {list(shares)}")
+        check(batch >= 1, "curriculum", f"batch must be >= 1, got {batch}")
+        return cls(levels, shares, batch)
+
+
 @dataclass
 class BuildConfig:
     out: str = ""
@@ -82,6 +115,8 @@ class BuildConfig:
     window: int = 256  # candidates planned and run in parallel at a time; changes speed only, never the output
     visit_size: int = 0  # max samples per decoded source visit; 0 = automatic (>1 only when sources are reused)
     max_candidates_factor: float = 5.0  # give up on a task after this many candidates per wanted sample
+    level: Optional[int] = None  # difficulty level of every task (task.<name>.level sets one task's); None: none
+    curriculum: str = ""  # static curriculum, e.g. "levels=1,2,3" (see Curriculum.parse); "" for none
     source: LoadOptions = field(default_factory=LoadOptions)
     demo: DemoConfig = field(default_factory=DemoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -96,6 +131,8 @@ class BuildConfig:
         check(1 <= self.window <= 1_000_000, "window", f"must be in [1, 1e6], got {self.window}")
         check(0 <= self.visit_size <= 64, "visit_size", f"must be in [0, 64] (0 = automatic), got {self.visit_size}")
         check(self.max_candidates_factor >= 1, "max_candidates_factor", f"must be >= 1, got {self.max_candidates_factor}")
+        check(self.level is None or self.level >= 1, "level", f"must be >= 1, got {self.level}")
+        self.curriculum_plan()  # a malformed spec names the key
         from .registry import get_task_class
 
         for name in [*self.tasks, *self.mix, *self.task]:
@@ -114,6 +151,14 @@ class BuildConfig:
             return {t: w for t, w in base.items() if w > 0}
         mean = sum(base.values()) / len(base)
         return {t: base.get(t, mean) for t in self.tasks}
+
+    def task_config(self, name: str) -> dict[str, Any]:
+        """The config of one task: ``task.<name>`` over the global ``level``."""
+        own = dict(self.task.get(name) or {})
+        return {"level": self.level, **own} if self.level is not None else own
+
+    def curriculum_plan(self) -> Curriculum | None:
+        return Curriculum.parse(self.curriculum) if self.curriculum else None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

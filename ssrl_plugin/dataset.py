@@ -34,6 +34,8 @@ class Candidate:
     round: int
     slot: int
     visit: tuple[str, int] | None = None  # (pool, visit number): candidates of one visit share one decode
+    stage: int = 0  # curriculum stage (0 without one): part of the sample's seed and id from stage 1 on
+    level: int | None = None  # difficulty level of this candidate's task (None: the task's configured level)
 
 
 @dataclass
@@ -84,10 +86,15 @@ class VisitPlanner:
     """
 
     def __init__(self, seed: int, split: str, weights: Mapping[str, float], task_pool: Mapping[str, str],
-                 pools: Mapping[str, Sequence[SourceRef]], num_slots: Mapping[str, int], visit_size: Mapping[str, int]):
-        self.seed, self.split = seed, split
+                 pools: Mapping[str, Sequence[SourceRef]], num_slots: Mapping[str, int], visit_size: Mapping[str, int],
+                 stage: int = 0, levels: Sequence[int] | None = None):
+        """``stage`` > 0 (a curriculum stage) draws its own orders and slots and shuffles the task schedule in
+        blocks; ``levels``: the difficulty levels candidates take in turn (per task), None for the configured one."""
+        self.seed, self.split, self.stage, self.levels = seed, split, stage, list(levels) if levels else None
+        self.stream = split if stage == 0 else f"{split}/stage{stage}"
         self.task_pool, self.pools, self.num_slots, self.visit_size = task_pool, pools, num_slots, visit_size
-        self.schedule = weighted_round_robin(weights)
+        self.schedule = weighted_round_robin(weights) if stage == 0 else block_shuffled(
+            weighted_round_robin(weights), rng_for(seed, "schedule", self.stream))
         self.visits: Counter = Counter()  # visits opened per pool
         self.open: dict[str, tuple[int, set[str]]] = {}  # pool -> (visit number, tasks in it)
         self.index: Counter = Counter()  # candidates planned per task
@@ -95,11 +102,11 @@ class VisitPlanner:
 
     @lru_cache(maxsize=16)
     def _order(self, pool: str, round_: int) -> np.ndarray:
-        return rng_for(self.seed, "order", self.split, pool, round_).permutation(len(self.pools[pool]))
+        return rng_for(self.seed, "order", self.stream, pool, round_).permutation(len(self.pools[pool]))
 
     @lru_cache(maxsize=64)
     def _slots(self, task: str, block: int) -> np.ndarray:
-        return slot_order(self.seed, self.split, task, self.num_slots[task], block)
+        return slot_order(self.seed, self.stream, task, self.num_slots[task], block)
 
     def __next__(self) -> Candidate:
         self.pulled += 1
@@ -116,7 +123,9 @@ class VisitPlanner:
         c = self.index[task]
         self.index[task] += 1
         block, offset = divmod(c, self.num_slots[task])
-        return Candidate(self.split, task, c, source, round_, int(self._slots(task, block)[offset]), (pool, visit))
+        level = self.levels[c % len(self.levels)] if self.levels else None
+        return Candidate(self.split, task, c, source, round_, int(self._slots(task, block)[offset]), (pool, visit),
+                         self.stage, level)
 
     def __iter__(self) -> Iterator[Candidate]:
         return self
@@ -135,7 +144,17 @@ def weighted_round_robin(weights: Mapping[str, float]) -> Iterator[str]:
         yield pick
 
 
+def block_shuffled(schedule: Iterator[str], rng: np.random.Generator, block: int = 64) -> Iterator[str]:
+    """``schedule`` with each block of ``block`` turns in a seeded random order: the tasks' proportions hold in
+    every block, their order is shuffled (a curriculum stage's rows come out mixed, not in a fixed cycle)."""
+    while True:
+        turns = [next(schedule) for _ in range(block)]
+        yield from (turns[i] for i in rng.permutation(block))
+
+
 def sample_seed(seed: int, candidate: Candidate, attempt: int) -> int:
+    if candidate.stage:
+        return key_to_int(seed, "sample", candidate.task, candidate.source.id, candidate.round, attempt, candidate.stage)
     return key_to_int(seed, "sample", candidate.task, candidate.source.id, candidate.round, attempt)
 
 
@@ -163,6 +182,7 @@ def generate(task: Task, candidate: Candidate, source: Source, seed: int, max_at
             "slot": candidate.slot,
             "attempt": attempt,
             "sample_seed": f"{sample_seed(seed, candidate, attempt):032x}",
+            **({"stage": candidate.stage} if candidate.stage else {}),
         }
         return Generated(candidate, sample, attempt, rejects)
     return Generated(candidate, None, -1, rejects)

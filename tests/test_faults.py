@@ -85,8 +85,9 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_bytes(tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         state = out / STATE_FILE
+        if (out / "manifest.json").exists() and not state.exists():
+            continue  # the build had finished and was tearing down: nothing to resume
         mid_build += _has_split(state)
-        assert not (out / "manifest.json").exists()
         resumed = subprocess.run([sys.executable, "-m", "data_builders.cli", *cli_build(out, *extra), "--resume"],
                                  cwd=ROOT, capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr
