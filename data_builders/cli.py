@@ -29,8 +29,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     rows = []
     for name in list_tasks():
         task = create_task(name)
+        levels = {str(level): dict(knobs) for level, knobs in sorted(task.levels.items())}
         rows.append({"task": name, "input": "rgbd" if task.needs_depth else "rgb", "variants": task.variants(),
-                     "slots": task.num_slots, "description": task.description})
+                     "slots": task.num_slots, "description": task.description, "knobs": task.knob_names(),
+                     "levels": levels})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -38,6 +40,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['task']:<{width}}  {r['input']:<4}  {r['description']}")
         print(f"{'':<{width}}        variants: {', '.join(r['variants'])}")
+        for level, knobs in r["levels"].items():
+            print(f"{'':<{width}}        level {level}: {', '.join(f'{k}={json.dumps(v)}' for k, v in knobs.items())}")
     return 0
 
 
@@ -275,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssrl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ssrl tasks | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         print(f"ssrl: error: {os_error_line(exc)}", file=sys.stderr)
         return 2

@@ -31,6 +31,8 @@ from typing import Any
 
 from ssrl_plugin.errors import SSRLError
 
+from .difficulty import SIGHTED_PER_LEVEL, DifficultyStats, format_difficulty
+
 QWEN_FACTOR = 28  # 14 px ViT patches merged 2x2 -> one visual token per 28 x 28 pixels
 DEFAULT_MIN_PIXELS = 262_144  # example_configs/easyr1_grpo.yaml data.min_pixels (512 x 512)
 DEFAULT_MAX_PIXELS = 4_194_304  # data.max_pixels (2048 x 2048)
@@ -238,7 +240,8 @@ class Stats:
 
 
 def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, max_prompt_length: int = DEFAULT_MAX_PROMPT) -> dict[str, Any]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, max_prompt_length: int = DEFAULT_MAX_PROMPT,
+                  sighted_per_level: int = SIGHTED_PER_LEVEL) -> dict[str, Any]:
     out = Path(out)
     manifest = read_manifest(out)
     layout = pick_layout(out, layout)
@@ -246,7 +249,9 @@ def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = 
         raise SSRLError(f"--min-pixels {min_pixels} / --max-pixels {max_pixels}: need 0 < min <= max")
     instruction = str(manifest.get("config", {}).get("output", {}).get("instruction", "") or "")
     st = Stats()
+    difficulty = DifficultyStats(sighted_per_level)
     for row in iter_rows(out, layout):
+        difficulty.add(row)
         st.rows += 1
         st.counts[row.split][row.task][row.variant] += 1
         answer, meta = row.answer, row.metadata
@@ -287,7 +292,9 @@ def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = 
         st.tokens[key]["text"].append(txt)
         st.tokens[key]["total"].append(total)
         st.tokens[key]["images_per_prompt"].append(len(sizes))
-    return _report(out, layout, manifest, st, min_pixels, max_pixels, max_prompt_length)
+    report = _report(out, layout, manifest, st, min_pixels, max_pixels, max_prompt_length)
+    report["difficulty"] = difficulty.report()
+    return report
 
 
 def _report(out: Path, layout: str, manifest: dict[str, Any], st: Stats, min_pixels: int, max_pixels: int,
@@ -412,6 +419,7 @@ def format_stats(rep: dict[str, Any]) -> str:
         lines.append(f"shortfall in {split}: " + ", ".join(f"{t} {n}" for t, n in short.items()))
     if rep.get("audit"):
         lines.append(f"audit: {rep['audit']}")
+    lines += format_difficulty(rep.get("difficulty") or {})
     return "\n".join(lines)
 
 
@@ -482,8 +490,10 @@ def write_plots(rep: dict[str, Any], out_dir: str | Path) -> list[Path]:
 
 # ============================================================================================ CLI
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.sighted_per_level < 0:
+        raise SSRLError(f"--sighted-per-level {args.sighted_per_level}: must be >= 0")
     rep = compute_stats(args.dir, layout=args.layout, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                        max_prompt_length=args.max_prompt_length)
+                        max_prompt_length=args.max_prompt_length, sighted_per_level=args.sighted_per_level)
     if args.plots:
         for p in write_plots(rep, args.plots):
             if not args.json:
@@ -502,5 +512,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"Qwen2.5-VL max_pixels (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--max-prompt-length", type=int, default=DEFAULT_MAX_PROMPT,
                    help=f"count prompts estimated longer than this (default {DEFAULT_MAX_PROMPT}, EasyR1 data.max_prompt_length)")
+    p.add_argument("--sighted-per-level", type=int, default=SIGHTED_PER_LEVEL,
+                   help=f"rows per task and difficulty level the sighted solvers measure (default {SIGHTED_PER_LEVEL}; 0: none)")
     p.set_defaults(func=cmd_stats)
     return p
