@@ -33,6 +33,7 @@ INPAINT_YAML = CONFIGS / "easyr1_grpo_inpainting.yaml"
 EASYR1_SH = CONFIGS / "easyr1_grpo.sh"
 VERL_SH = CONFIGS / "verl_grpo.sh"
 VERL_OVERRIDES = CONFIGS / "verl_grpo.overrides"
+CURRICULUM_SH = CONFIGS / "curriculum.sh"
 SCRIPTS = [EASYR1_SH, VERL_SH]
 PATH_KEYS = ("SSRL_REWARD_EASYR1", "SSRL_REWARD_VERL", "SSRL_FORMAT_PROMPT", "SSRL_EXAMPLE_CONFIGS")
 PLACEHOLDERS = ("MODEL", "TRAIN_FILES", "VAL_FILES", "SSRL_REWARD_VERL")
@@ -306,7 +307,7 @@ def _code_lines(path: Path) -> list[str]:
     return [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [*SCRIPTS, CURRICULUM_SH], ids=lambda p: p.name)
 def test_script_is_valid_bash_and_uses_ssrl_paths(script):
     subprocess.run(["bash", "-n", str(script)], check=True)
     code = "\n".join(_code_lines(script))
@@ -600,3 +601,29 @@ def test_easyr1_script_stops_with_a_hint_under_omegaconf_2_4(built, tmp_path, ve
         assert out.returncode == 1 and "trainer launched" not in out.stdout
         assert out.stderr.strip().splitlines() == [
             f"easyr1_grpo.sh: EasyR1 does not load its config with omegaconf {version}: pip install 'omegaconf<2.4' in this environment"]
+
+
+@pytest.mark.parametrize("trainer, flag", [("easyr1", "data.shuffle=false"), ("verl", "data.shuffle=False")])
+def test_curriculum_script_reads_the_rows_in_order(built, trainer, flag):
+    """curriculum.sh: the stages from the manifest on stderr, then the trainer's script with shuffling off and the
+    user's overrides after it (last wins)."""
+    data, cwd, env = built
+    stages = [{"stage": 1, "level": 1, "rows": [0, 300], "steps": [0, 2]},
+              {"stage": 2, "level": 2, "rows": [300, 600], "steps": [1, 3]}]
+    (data / "manifest.json").write_text(json.dumps({"curriculum": {"levels": [1, 2], "shares": [1, 1], "batch": 256,
+                                                                    "stages": stages}}))
+    out = subprocess.run(["bash", str(CURRICULUM_SH), trainer, str(data), "trainer.n_gpus_per_node=4"], cwd=cwd,
+                         env={**env, "SSRL_DRY_RUN": "1"}, capture_output=True, text=True, check=True)
+    argv = out.stdout.splitlines()
+    assert argv.index(flag) < argv.index("trainer.n_gpus_per_node=4")
+    assert "stage 2 (level 2): rows 300-600, steps 1-3 at 256 prompts per step" in out.stderr
+
+
+def test_curriculum_script_refuses_data_without_a_curriculum(built):
+    data, cwd, env = built
+    (data / "manifest.json").write_text(json.dumps({"counts": {}}))
+    out = subprocess.run(["bash", str(CURRICULUM_SH), "verl", str(data)], cwd=cwd, env={**env, "SSRL_DRY_RUN": "1"},
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and not out.stdout
+    assert out.stderr.strip().splitlines() == [
+        f'curriculum.sh: {data}/manifest.json has no curriculum: build with ssrl build --curriculum "levels=1,2,3"']
