@@ -222,7 +222,34 @@ class CropTask(Task):
     needs_depth = False
     description = "Cropped patch inpainting: pick which of four candidates (A-D) fills a blacked-out square."
 
+    # The nested windows move closer in scale (scale_gap, with scale_span just wide enough for four windows
+    # scale_gap apart) and the options get fewer pixels (max_option_side): the hole's nearest distractor shows its
+    # edges fewer option pixels away from where the hole's are. Level 2 is the default construction. Measured per
+    # sample by ``difficulty``: side_ratio, fov_gap and edge_shift_px all go down.
+    levels = {
+        1: {"scale_gap": 1.4, "scale_span": 3.0, "max_option_side": 512},
+        2: {"scale_gap": 1.2, "scale_span": 2.0, "max_option_side": 512},
+        3: {"scale_gap": 1.1, "scale_span": 1.45, "max_option_side": 64},
+        4: {"scale_gap": 1.05, "scale_span": 1.2, "max_option_side": 48},
+    }
+
     config: CropConfig
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """Read from the options' windows: ``side_ratio``, the smallest ratio between two neighbouring window
+        sides; ``fov_gap``, the hole's field-of-view ratio to its nearest distractor (>= 1; 1 for a rotated copy);
+        ``edge_shift_px``, how many option pixels the nearest distractor's picture at the hole's edge lies from
+        where the hole's own is (``option_side * |n - s| / (2 n)`` for a window of side n and the hole's side s:
+        the scale gap and the options' resolution together). Lower = harder."""
+        s = int(metadata["crop_side"])
+        p = int(metadata["option_side"])
+        sides = [int(o["window"][2]) - int(o["window"][0]) for o in metadata["options"]]
+        distractors = [n for n, o in zip(sides, metadata["options"]) if o["method"] != TRUE_METHOD]
+        ordered = sorted(sides)
+        side_ratio = min(b / a for a, b in zip(ordered, ordered[1:]))
+        fov_gap = min(max(n, s) / min(n, s) for n in distractors)
+        shift = min(p * abs(n - s) / (2 * n) for n in distractors)
+        return {"side_ratio": round(side_ratio, 4), "fov_gap": round(fov_gap, 4), "edge_shift_px": round(shift, 3)}
 
     @property
     def num_slots(self) -> int:

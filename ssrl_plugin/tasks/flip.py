@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,9 @@ class FlipConfig(TaskConfig):
     # The same test between the vertical and the horizontal flip guards the direction ("flip/ambiguous_direction").
     min_flip_diff: float = 8.0
     min_flip_ratio: float = 0.3
+    # Upper bound on the same score (None: none): flips that change the patch by more -> Reject("flip/too_visible").
+    # The hard levels use it to keep only subtle flips.
+    max_flip_diff: Optional[float] = None
     label_fraction: float = 0.22  # label font size / patch shorter side
 
     def validate(self) -> None:
@@ -47,6 +51,9 @@ class FlipConfig(TaskConfig):
               f"must be in [0, 128), got {self.min_flip_diff}")
         check(math.isfinite(self.min_flip_ratio) and 0 <= self.min_flip_ratio <= 2, "task.flip.min_flip_ratio",
               f"must be in [0, 2], got {self.min_flip_ratio}")
+        if self.max_flip_diff is not None:
+            check(math.isfinite(self.max_flip_diff) and self.min_flip_diff < self.max_flip_diff <= 255, "task.flip.max_flip_diff",
+                  f"must be null or in (min_flip_diff = {self.min_flip_diff}, 255], got {self.max_flip_diff}")
         check(math.isfinite(self.label_fraction) and 0.05 <= self.label_fraction <= 0.5, "task.flip.label_fraction",
               f"must be in [0.05, 0.5], got {self.label_fraction}")
 
@@ -75,7 +82,24 @@ class FlipTask(Task):
     needs_depth = False
     description = "Find the one patch of a labelled grid that was flipped, and whether vertically or horizontally."
 
+    # Smaller patches, and a band of flip visibility (flip_score: mean grey-level change the flip makes to the
+    # patch's thumbnail) that moves down: level 1 clearly visible flips of a quarter of the picture, level 3
+    # subtle flips of a sixteenth. Measured per sample by ``difficulty``: cells up, flip_score down.
+    levels = {
+        1: {"grid": [2, 2], "min_flip_diff": 24.0, "max_flip_diff": None},
+        2: {"grid": [3, 3], "min_flip_diff": 12.0, "max_flip_diff": 36.0},
+        3: {"grid": [4, 4], "min_flip_diff": 8.0, "max_flip_diff": 26.0},
+    }
+
     config: FlipConfig
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """``cells``: patches to search; ``flip_score``: how much the flip changes the patch (mean grey levels,
+        lower = subtler); ``direction_score``: how much the two flips differ from each other (lower = the direction
+        is harder to tell)."""
+        rows, cols = metadata["grid"]
+        return {"cells": int(rows) * int(cols), "flip_score": float(metadata["flip_score"]),
+                "direction_score": float(metadata["direction_score"])}
 
     @property
     def rows_cols(self) -> tuple[int, int]:
@@ -145,6 +169,9 @@ class FlipTask(Task):
         other = float(np.abs(flipped - other_flip).mean())
         if other < need:
             raise Reject("flip/ambiguous_direction", f"vertical and horizontal flips differ by {other:.1f} < {need:.1f}")
+        if cfg.max_flip_diff is not None and score > cfg.max_flip_diff:
+            raise Reject("flip/too_visible", f"{DIRECTION_NAMES[direction]} flip changes the patch by {score:.1f} "
+                                             f"> max_flip_diff={cfg.max_flip_diff}")
         return {"flip_score": round(score, 3), "direction_score": round(other, 3), "patch_std": round(std, 3)}
 
     def verify(self, images: list[Image.Image], answer: str, metadata: dict, source: Source | None) -> list[str]:

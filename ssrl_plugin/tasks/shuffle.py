@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -117,7 +117,23 @@ class ShuffleTask(Task):
     needs_depth = False
     description = "Reorder shuffled, labelled image patches (2x2, 2x2 with a white patch, 1xN and Nx1 strips)."
 
+    # More and smaller pieces, then a white piece whose content is gone, and pieces allowed to look more alike
+    # (min_pair_diff). Measured per sample by ``difficulty``: cells up, masked up, min_pair_ratio down.
+    levels = {
+        1: {"variants": {"2x2": 1.0}, "min_pair_diff": 0.4},
+        2: {"variants": {"3x3": 1.0, "3x3_mask": 1.0}, "min_pair_diff": 0.25},
+        3: {"variants": {"4x4_mask": 1.0}, "min_pair_diff": 0.25},
+    }
+
     config: ShuffleConfig
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """``cells``: pieces to place; ``masked``: 1 when one piece is white (its place is only known by
+        elimination); ``min_pair_ratio``: how different the two most alike pieces are (mean |difference| over the
+        crop's std; lower = easier to confuse)."""
+        rows, cols = metadata["grid"]
+        return {"cells": int(rows) * int(cols), "masked": int(bool(metadata.get("masked"))),
+                "min_pair_ratio": float(metadata["min_pair_ratio"])}
 
     def variants(self) -> list[str]:
         return [n for n, w in self.config.weights().items() if w > 0]
