@@ -159,7 +159,8 @@ def test_ssrl_tasks_prints_plugin(plugin_site, capsys):
     rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
     assert list(rows) == [*BUILTIN_ORDER, TASK]
     assert rows[TASK] == {"task": TASK, "input": "rgb", "variants": [TASK], "slots": 2,
-                          "description": "Which half of the image is brighter, left or right? (toy plugin)"}
+                          "description": "Which half of the image is brighter, left or right? (toy plugin)",
+                          "knobs": [], "levels": {}}  # a plugin without difficulty levels
 
 
 def test_fresh_process_discovers_plugin(plugin_site):
