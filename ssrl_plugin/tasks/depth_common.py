@@ -535,7 +535,9 @@ def check_markers(image: Image.Image, source: Source, regions: list[dict[str, An
     width = ring_width(ring_radius)
     red = np.array(MARKER_COLOR, np.int16)
     theta = np.linspace(0, 2 * np.pi, 72, endpoint=False)
-    radii = np.array([ring_radius - width + 0.5, ring_radius - width / 2.0, ring_radius - 1.0])
+    # every half pixel across the ring's width, half a pixel to spare on each side: Pillow rounds the bounding box
+    # of a fractional radius, which moves the drawn band by up to a pixel (three fixed radii missed it on small rings)
+    radii = np.arange(ring_radius - width - 0.5, ring_radius + 0.5, 0.5)
     for region in regions:
         label = str(region["label"])
         x0, y0, x1, y1 = region["box"]

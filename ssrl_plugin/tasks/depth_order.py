@@ -8,6 +8,9 @@ cannot be argued. As in the paper, one region comes from each band of normalised
 default) so the three are spread over the scene. Windows are drawn from ``rng`` among all qualifying candidates,
 so no image position is favoured.
 
+Difficulty levels (:attr:`DepthOrderTask.levels`) move a band of the smallest consecutive gap down (``min_gap`` /
+``min_rel_gap`` below, ``max_gap`` above) and shrink the windows; ``difficulty`` measures the gaps on each sample.
+
 ``slot`` indexes ``itertools.permutations((1, 2, 3))``: the ANSWER (labels nearest to farthest). The generator
 assigns the labels to the regions to produce it, which balances the six answers exactly.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -59,6 +62,10 @@ PAPER_BANDS = [[0.0, 0.3], [0.35, 0.65], [0.7, 1.0]]
 class DepthOrderConfig(DepthWindowConfig):
     min_gap: float = 0.08  # consecutive regions: difference of normalised medians (paper: 0.05)
     min_rel_gap: float = 0.1  # consecutive regions: farther median >= nearer median * (1 + min_rel_gap)
+    # Optional upper bound on the SMALLEST consecutive gap (normalised depth); None (default): none. The second
+    # window drawn is then at most ``max_gap`` from the first, so two of the three regions are close in depth
+    # (whatever the third does, the smallest consecutive gap is at most theirs). The hard levels use it.
+    max_gap: Optional[float] = None
     # Optional normalised-depth band of each region, near to far (the paper: [[0, 0.3], [0.35, 0.65], [0.7, 1]]).
     # Empty (default): any three windows pairwise separated by the gaps above, so scenes whose depths cluster in
     # two layers (a room's furniture and its back wall) still qualify.
@@ -70,6 +77,9 @@ class DepthOrderConfig(DepthWindowConfig):
         self._validate_common(key)
         check(0.0 < self.min_gap <= 0.5, f"{key}.min_gap", f"must be in (0, 0.5], got {self.min_gap}")
         check(0.0 <= self.min_rel_gap <= 2.0, f"{key}.min_rel_gap", f"must be in [0, 2], got {self.min_rel_gap}")
+        if self.max_gap is not None:
+            check(self.min_gap < self.max_gap <= 1.0, f"{key}.max_gap",
+                  f"must be null or in (min_gap = {self.min_gap}, 1], got {self.max_gap}")
         check(1 <= self.max_tries <= 1000, f"{key}.max_tries", f"must be in [1, 1000], got {self.max_tries}")
         if not self.bands:
             return
@@ -88,7 +98,30 @@ class DepthOrderTask(Task):
     needs_depth = True
     description = "Order three marked flat regions from the nearest to the farthest (RGB-D)."
 
+    # Level by level the regions come closer in depth and get smaller: a band of the smallest consecutive gap in
+    # normalised depth that moves down (level 1: at least 0.2, i.e. a fifth of the scene's depth range; level 2:
+    # 0.1-0.2; level 3: 0.05-0.1, the paper's own minimum gap), the relative gap following it, and the window side
+    # (7%, 5%, 4% of the shorter image side). Measured per sample by ``difficulty``: min_gap, min_rel_gap and
+    # region_frac all fall.
+    levels = {
+        1: {"min_gap": 0.2, "min_rel_gap": 0.25, "max_gap": None, "window_frac": 0.07},
+        2: {"min_gap": 0.1, "min_rel_gap": 0.12, "max_gap": 0.2, "window_frac": 0.05},
+        3: {"min_gap": 0.05, "min_rel_gap": 0.05, "max_gap": 0.1, "window_frac": 0.04},
+    }
+
     config: DepthOrderConfig
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """Read from the regions: ``min_gap``, the smallest difference of normalised medians between depth-consecutive
+        regions (lower = harder to order); ``min_rel_gap``, the smallest farther/nearer median farness ratio minus 1
+        between them; ``region_frac``, the window side over the shorter image side (smaller = less to look at)."""
+        regions = sorted(metadata["regions"], key=lambda r: r["median_norm"])
+        pairs = list(zip(regions, regions[1:]))
+        return {
+            "min_gap": round(min(b["median_norm"] - a["median_norm"] for a, b in pairs), 6),
+            "min_rel_gap": round(min(b["median_farness"] / a["median_farness"] - 1.0 for a, b in pairs), 6),
+            "region_frac": round(metadata["window_size"] / min(metadata["image_size"]), 6),
+        }
 
     @property
     def num_slots(self) -> int:
@@ -131,6 +164,7 @@ class DepthOrderTask(Task):
             "thresholds": {
                 "flat_tol": cfg.flat_tol, "min_gap": cfg.min_gap, "min_rel_gap": cfg.min_rel_gap,
                 "min_valid_fraction": cfg.min_valid_fraction, "bands": [[float(a), float(b)] for a, b in cfg.bands],
+                **({} if cfg.max_gap is None else {"max_gap": cfg.max_gap}),
             },
             "num_candidates": len(cands),
             "windows_considered": cands.considered,
@@ -148,6 +182,8 @@ class DepthOrderTask(Task):
 
         Without bands: a random window, then a random window clearly nearer or farther, then a random window clearly
         separated from both (before, between or after them). With bands: one random window per band, near to far.
+        With ``max_gap``, the second window is also within ``max_gap`` of the first: the third lies before, between
+        or after the two, so the smallest consecutive gap is at most theirs.
         """
         cfg = self.config
         med = cands.median
@@ -160,6 +196,12 @@ class DepthOrderTask(Task):
 
         def separated(i: int, js: np.ndarray) -> np.ndarray:
             return farther(i, js) | farther(js, i)
+
+        def close(i: int, js: np.ndarray) -> np.ndarray:
+            """Within ``max_gap`` of ``i`` (every window when there is no upper bound)."""
+            if cfg.max_gap is None:
+                return np.ones(js.shape, bool)
+            return np.abs(med[js] - med[i]) <= cfg.max_gap
 
         def apart(js: np.ndarray, i: int) -> np.ndarray:
             return centre_distances(cands.cx[js], cands.cy[js], cands.cx[i], cands.cy[i]) >= geom.min_distance
@@ -174,10 +216,10 @@ class DepthOrderTask(Task):
         for _ in range(cfg.max_tries):
             if cfg.bands:
                 a = int(rng.choice(pools[0]))
-                seconds = pools[1][apart(pools[1], a) & farther(a, pools[1])]
+                seconds = pools[1][apart(pools[1], a) & farther(a, pools[1]) & close(a, pools[1])]
             else:
                 a = int(rng.integers(len(cands)))
-                seconds = everyone[apart(everyone, a) & separated(a, everyone)]
+                seconds = everyone[apart(everyone, a) & separated(a, everyone) & close(a, everyone)]
             if seconds.size == 0:
                 continue
             b = int(rng.choice(seconds))
@@ -229,5 +271,10 @@ class DepthOrderTask(Task):
         for near, far in zip(order, order[1:]):
             if medians[far] < medians[near] * (1.0 + 0.99 * thresholds["min_rel_gap"]):
                 problems.append(f"regions {near} and {far} are too close in depth ({medians[near]:.4g} vs {medians[far]:.4g})")
+        if thresholds.get("max_gap") is not None:
+            norm = metadata["normalisation"]
+            smallest = min(medians[f] - medians[n] for n, f in zip(order, order[1:])) / (norm["high"] - norm["low"])
+            if smallest > thresholds["max_gap"] + 1e-6:
+                problems.append(f"smallest consecutive gap {smallest:.4g} exceeds max_gap {thresholds['max_gap']}")
         problems += check_markers(images[0], source, regions, metadata["ring_radius"], metadata["badge_radius"], LABELS)
         return problems

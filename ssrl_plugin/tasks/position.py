@@ -14,13 +14,17 @@ x-z plane. Vector d = P_Y - P_X; forward(theta) = (-sin theta, cos theta), right
 range; an axis in between is ambiguous ("position/ambiguous"), both axes zero is "position/too_close". One axis
 counting -> {Left, Right, Front, Back}; both -> {Left-Front, Right-Front, Right-Back, Left-Back}. The four options
 are shuffled; ``slot`` is the index of the correct letter.
+
+Difficulty levels (:attr:`PositionTask.levels`) bring the count threshold down towards the zero band and cap the
+margin (:func:`decisive_margin`) with ``max_margin``; ``difficulty`` measures the margin, the angle to the nearest
+direction boundary and the distance on each sample.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from PIL import Image
@@ -66,6 +70,9 @@ class PositionConfig(DepthWindowConfig):
     flat_tol: float = 0.1  # looser than depth ordering: a region only needs a well-defined depth
     min_offset: float = 0.15  # an axis counts when |component| >= this fraction of the robust depth range
     max_zero_offset: float = 0.05  # an axis is "zero" when |component| <= this fraction; in between = ambiguous
+    # Optional upper bound on the sample's margin (:func:`decisive_margin`, a fraction of the depth range): pairs
+    # whose answer is clearer are passed over ("position/too_clear"). None (default): none. The hard levels use it.
+    max_margin: Optional[float] = None
     fov_deg: float = 60.0  # assumed horizontal field of view when the source does not give ``focal_px``
     facing_weights: dict[str, float] = field(default_factory=_uniform_facings)  # away/left/towards/right; 0 disables
     max_pair_tries: int = 8  # random pairs tried in one call before rejecting with the last reason
@@ -76,6 +83,10 @@ class PositionConfig(DepthWindowConfig):
         check(0.0 < self.min_offset <= 2.0, f"{key}.min_offset", f"must be in (0, 2], got {self.min_offset}")
         check(0.0 <= self.max_zero_offset < self.min_offset, f"{key}.max_zero_offset",
               f"must be in [0, min_offset={self.min_offset}), got {self.max_zero_offset}")
+        if self.max_margin is not None:
+            floor = self.min_offset - self.max_zero_offset  # no valid sample has a smaller margin
+            check(floor < self.max_margin <= 2.0, f"{key}.max_margin",
+                  f"must be null or in (min_offset - max_zero_offset = {floor:.4g}, 2], got {self.max_margin}")
         check(5.0 <= self.fov_deg <= 170.0, f"{key}.fov_deg", f"must be in [5, 170] degrees, got {self.fov_deg}")
         unknown = sorted(set(self.facing_weights) - set(FACINGS))
         check(not unknown, f"{key}.facing_weights", f"unknown facings {unknown}; use {sorted(FACINGS)}")
@@ -108,6 +119,24 @@ def facing_components(dx: float, dz: float, degrees: int) -> tuple[float, float]
     return forward, right
 
 
+def decisive_margin(forward: float, right: float, count_at: float) -> float:
+    """How clearly the components read: the smallest component that counts (``|c| >= count_at``) minus the largest
+    one that does not (0 when both count). A straight answer's major minus minor axis, a diagonal one's smaller axis;
+    same units as the components. Every valid sample has at least ``count_at - zero_at``."""
+    counting = [abs(c) for c in (forward, right) if abs(c) >= count_at]
+    zeros = [abs(c) for c in (forward, right) if abs(c) < count_at]
+    return (min(counting) if counting else 0.0) - (max(zeros) if zeros else 0.0)
+
+
+def angle_margin_deg(forward: float, right: float, diagonal: bool) -> float:
+    """Degrees from the direction of (right, forward) to the nearest boundary between the eight directions the options
+    name (boundaries at 22.5 + k * 45 degrees), positive on the side of the answer: a straight answer pointing right
+    along its axis has 22.5, one at 20 degrees off it 2.5; a diagonal answer at 45 degrees has 22.5, one 10 degrees
+    off an axis -12.5 (it reads more like the straight answer)."""
+    off_axis = math.degrees(math.atan2(min(abs(forward), abs(right)), max(abs(forward), abs(right))))  # in [0, 45]
+    return off_axis - 22.5 if diagonal else 22.5 - off_axis
+
+
 @register_task
 class PositionTask(Task):
     name = "position"
@@ -116,7 +145,32 @@ class PositionTask(Task):
     description = "Where is one marked region as seen from a camera standing at another, with a given facing (RGB-D)."
     word_options = True  # options are words ("Front", "Left-Back"): stored with the answer so "B. Front" can be checked
 
+    # Level by level the answer reads less clearly: the count threshold comes down towards the zero band and a band
+    # of the margin (:func:`decisive_margin`, fractions of the depth range) moves down: level 1 at least 0.25
+    # (components of 0.3 or more against at most 0.05), level 2 0.1 to 0.3 (the default thresholds), level 3 0.08 to
+    # 0.15 (0.12 against 0.04: a straight answer still lies within 18.4 degrees of its axis). More pairs are tried
+    # where the band turns many down. Measured per sample by ``difficulty``: margin, angle_margin_deg and distance
+    # fall.
+    levels = {
+        1: {"min_offset": 0.3, "max_zero_offset": 0.05, "max_margin": None, "max_pair_tries": 32},
+        2: {"min_offset": 0.15, "max_zero_offset": 0.05, "max_margin": 0.3, "max_pair_tries": 24},
+        3: {"min_offset": 0.12, "max_zero_offset": 0.04, "max_margin": 0.15, "max_pair_tries": 48},
+    }
+
     config: PositionConfig
+
+    def difficulty(self, metadata: dict) -> dict[str, Any]:
+        """Read from the components and thresholds, in fractions of the scene's depth range: ``margin``
+        (:func:`decisive_margin`, lower = the answer is nearer another option), ``angle_margin_deg``
+        (:func:`angle_margin_deg`), ``distance`` (|Y - X| in the ground plane)."""
+        th = metadata["thresholds"]
+        scale = float(th["depth_range"])
+        forward, right = float(metadata["components"]["forward"]), float(metadata["components"]["right"])
+        return {
+            "margin": round(decisive_margin(forward, right, float(th["count_at"])) / scale, 6),
+            "angle_margin_deg": round(angle_margin_deg(forward, right, metadata["option_set"] == "diagonal"), 6),
+            "distance": round(math.hypot(forward, right) / scale, 6),
+        }
 
     @property
     def num_slots(self) -> int:
@@ -158,6 +212,11 @@ class PositionTask(Task):
             if fwd_state == right_state == "zero":
                 reason, detail = "position/too_close", f"forward {forward:.3g} and right {right:.3g} both within {zero_at:.3g}"
                 continue
+            if cfg.max_margin is not None:
+                margin = decisive_margin(forward, right, count_at) / field_.depth_range
+                if margin > cfg.max_margin:
+                    reason, detail = "position/too_clear", f"forward {forward:.3g} / right {right:.3g}: margin {margin:.3g} > max_margin={cfg.max_margin}"
+                    continue
             break
         else:
             raise Reject(reason, detail)
@@ -194,7 +253,7 @@ class PositionTask(Task):
             "thresholds": {
                 "depth_range": float(field_.depth_range), "min_offset": cfg.min_offset, "max_zero_offset": cfg.max_zero_offset,
                 "count_at": float(count_at), "zero_at": float(zero_at), "min_valid_fraction": cfg.min_valid_fraction,
-                "flat_tol": cfg.flat_tol,
+                "flat_tol": cfg.flat_tol, **({} if cfg.max_margin is None else {"max_margin": cfg.max_margin}),
             },
             "option_set": option_set,
             "options": options,
