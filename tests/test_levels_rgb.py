@@ -21,6 +21,7 @@ from ssrl_plugin.errors import ConfigError
 from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import create_task, get_task_class
 from ssrl_plugin.sources import LoadOptions, load_source
+from tests.levels_support import same
 
 WIDTH, HEIGHT, NUM_RGB = 320, 240, 16
 N = 60  # samples per (task, seed, level)
@@ -65,17 +66,6 @@ def built(tmp_path_factory):
     return rows
 
 
-def _same(a, b) -> bool:
-    """Knob values equal up to JSON's int/float and list/tuple spelling."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) == float(b)
-    return a == b
-
-
 # ------------------------------------------------------------------------------------------------ the levels
 @pytest.mark.parametrize("task", TASKS)
 def test_levels_are_declared_and_build_valid_configs(task):
@@ -90,7 +80,7 @@ def test_levels_are_declared_and_build_valid_configs(task):
         made = create_task(task, {"level": level})
         assert made.config.level == level
         for k, v in cls.levels[level].items():
-            assert _same(getattr(made.config, k), v), f"{task} level {level}: {k} = {getattr(made.config, k)!r}, level says {v!r}"
+            assert same(getattr(made.config, k), v), f"{task} level {level}: {k} = {getattr(made.config, k)!r}, level says {v!r}"
     with pytest.raises(ConfigError, match=f"task.{task}.level"):
         create_task(task, {"level": len(levels) + 1})
     # no level: the configured (default) values, untouched
@@ -115,7 +105,7 @@ def _check_recorded(task: str, level: int, rows: list[Row]) -> None:
         d = r.metadata.get("difficulty")
         assert d is not None, f"{r.id}: no metadata['difficulty']"
         assert d["level"] == level, f"{r.id}: recorded level {d['level']}, built at {level}"
-        assert _same(d["knobs"], dict(want)), f"{r.id}: recorded knobs {d['knobs']}, level {level} sets {dict(want)}"
+        assert same(d["knobs"], dict(want)), f"{r.id}: recorded knobs {d['knobs']}, level {level} sets {dict(want)}"
         assert set(d["measured"]) == set(MEASURED[task]), f"{r.id}: measured keys {sorted(d['measured'])}"
         assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in d["measured"].values()), f"{r.id}: {d['measured']}"
 
