@@ -35,6 +35,12 @@ depend on which worker serves it or how many there are. Validation always serves
 counts survive a checkpoint as the number of completed epochs (``state_dict``; torchdata's StatefulDataLoader
 saves it with verl's dataloader state).
 
+Adaptive curriculum (``data.ssrl.adaptive``, see :mod:`data_builders.adaptive`): each training sample is drawn at
+its task's current level, which the task's rolling accuracy in training moves up and down; the row served for
+(epoch, index) then also depends on the accuracies observed before it was drawn (deterministic given that
+sequence), and the controller's state is saved and restored with the dataset's ``state_dict``. Validation takes
+every level in turn. Without the section nothing changes.
+
 ``import data_builders`` stays light: torch and verl are imported only when :class:`OnlineSpatialDataset` is first
 looked up. :class:`OnlineRows` (the row generator) needs neither.
 """
@@ -42,6 +48,7 @@ looked up. :class:`OnlineRows` (the row generator) needs neither.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import multiprocessing
 import multiprocessing.context
 from collections import OrderedDict
@@ -52,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from ssrl_plugin.config import BuildConfig, load_config
-from ssrl_plugin.dataset import Candidate, TaskStream, generate
+from ssrl_plugin.dataset import Candidate, TaskStream, generate, slot_order
 from ssrl_plugin.errors import ConfigError, SourceError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import rng_for
@@ -106,10 +113,11 @@ def build_config_from(data_config: Mapping | None) -> BuildConfig:
     section = _plain((data_config or {}).get("ssrl")) or {}
     if not isinstance(section, Mapping):
         raise ConfigError("data.ssrl: expected a section with `config` (YAML path) and/or `build` (ssrl build keys)")
-    unknown = set(section) - {"config", "build"}
+    unknown = set(section) - {"config", "build", "adaptive"}
     if unknown:
-        raise ConfigError(f"data.ssrl.{sorted(unknown)[0]}: unknown key; use data.ssrl.config (a ssrl build YAML) "
-                          "and data.ssrl.build.<key> (any ssrl build key)")
+        raise ConfigError(f"data.ssrl.{sorted(unknown)[0]}: unknown key; use data.ssrl.config (a ssrl build YAML), "
+                          "data.ssrl.build.<key> (any ssrl build key) and data.ssrl.adaptive.<key> (the adaptive "
+                          "curriculum)")
     build = _plain(section.get("build")) or {}
     if not isinstance(build, Mapping):
         raise ConfigError("data.ssrl.build: expected a mapping of ssrl build keys")
@@ -135,6 +143,11 @@ class OnlineRows:
     """Row *i* of epoch *e* of one split: ``rows.row(e, i)`` is a verl row dict, the same on every machine.
 
     No torch, no verl: the generator behind :class:`OnlineSpatialDataset`, usable on its own.
+
+    Levels: ``row(e, i, level=L)`` draws the sample at difficulty level ``L`` of its task; ``level=None`` asks
+    ``level_fn(task, k)`` (``k``: the sample's position in its task's stream), when set, e.g. an
+    :class:`~data_builders.adaptive.AdaptiveCurriculum`; otherwise the task's configured level. ``task_levels``
+    lists each task's levels (from its class).
     """
 
     def __init__(self, config: BuildConfig, split: str, size: int | None = None):
@@ -156,9 +169,11 @@ class OnlineRows:
         for name, (task, weight) in tasks.items():
             pool = "rgbd" if task.needs_depth else "rgb"
             weights[name] = weight if self.pools[pool] else 0.0
-            self.task_config[name] = config.task.get(name)
+            self.task_config[name] = config.task_config(name)
             self.task_pool[name] = pool
             self.num_slots[name] = task.num_slots
+        self.task_levels = {name: sorted(int(k) for k in type(task).levels) for name, (task, _) in tasks.items()}
+        self.level_fn: Callable[[str, int], int | None] | None = None
         self.quotas = {t: q for t, q in largest_remainder(self.size, weights).items() if q > 0}
         if self.size > 0 and not self.quotas:
             raise ConfigError(f"split {split!r}: no task has sources in this split")
@@ -176,11 +191,12 @@ class OnlineRows:
         state["_local"] = {}
         return state
 
-    def _task(self, name: str) -> Task:
+    def _task(self, name: str, level: int | None = None) -> Task:
         tasks = self._local.setdefault("tasks", {})
-        if name not in tasks:
-            tasks[name] = create_task(name, self.task_config[name])
-        return tasks[name]
+        if (name, level) not in tasks:
+            config = self.task_config[name] if level is None else {**(self.task_config[name] or {}), "level": level}
+            tasks[name, level] = create_task(name, config)
+        return tasks[name, level]
 
     def _stream(self, name: str) -> TaskStream:
         streams = self._local.setdefault("streams", {})
@@ -216,28 +232,48 @@ class OnlineRows:
         """Position of each index in the sorted quota labels, for one epoch (a seeded permutation)."""
         return _permutation(self.config.seed, self.split, int(epoch), self.size)
 
-    def candidate(self, epoch: int, index: int, retry: int = 0) -> Candidate:
-        """The planned candidate of sample ``index`` of ``epoch`` (``retry`` > 0: the fallbacks)."""
+    def position(self, epoch: int, index: int) -> tuple[str, int]:
+        """(task, k): the task of sample ``index`` of ``epoch`` and its position in that task's stream."""
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.split} (size {self.size})")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         label = int(self.task_order(epoch)[index])
         task = self.labels[label]
-        k = epoch * self.quotas[task] + (label - self.offset[task]) + retry * RETRY_STRIDE
-        return self._stream(task)[k]
+        return task, epoch * self.quotas[task] + (label - self.offset[task])
 
-    def record(self, epoch: int, index: int) -> Record:
+    def candidate(self, epoch: int, index: int, retry: int = 0, level: int | None = None) -> Candidate:
+        """The planned candidate of sample ``index`` of ``epoch`` (``retry`` > 0: the fallbacks); at ``level``,
+        the answer slot is dealt among that level's slots."""
+        task, k = self.position(epoch, index)
+        cand = self._stream(task)[k + retry * RETRY_STRIDE]
+        if level is None:
+            return cand
+        n = self._task(task, level).num_slots
+        block, offset = divmod(cand.index, n)
+        return dataclasses.replace(cand, slot=int(slot_order(self.config.seed, self.split, task, n, block)[offset]),
+                                   level=int(level))
+
+    def level_of(self, epoch: int, index: int) -> int | None:
+        """The level sample ``index`` of ``epoch`` is drawn at now (``level_fn``; None: the configured one)."""
+        if self.level_fn is None:
+            return None
+        task, k = self.position(epoch, index)
+        return self.level_fn(task, k)
+
+    def record(self, epoch: int, index: int, level: int | None = None) -> Record:
         """Sample ``index`` of ``epoch``, encoded as the offline builder encodes it."""
-        return next(self._records(epoch, index))[1]
+        return next(self._records(epoch, index, level))[1]
 
-    def _records(self, epoch: int, index: int):
+    def _records(self, epoch: int, index: int, level: int | None = None):
         """(retry, Record) for the candidate of (epoch, index) and its fallbacks, skipping rejected ones."""
         reasons: list[str] = []
         out = self.config.output
+        if level is None:
+            level = self.level_of(epoch, index)
         for retry in range(RETRIES):
-            cand = self.candidate(epoch, index, retry)
-            task = self._task(cand.task)
+            cand = self.candidate(epoch, index, retry, level)
+            task = self._task(cand.task, cand.level)
             try:
                 source = self._source(cand.source)
             except SourceError as exc:
@@ -252,14 +288,16 @@ class OnlineRows:
         detail = "; ".join(sorted(set(reasons))[:5])
         raise RuntimeError(f"{self.split} sample {index} of epoch {epoch}: {RETRIES} candidates failed ({detail})")
 
-    def row(self, epoch: int, index: int, accept: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+    def row(self, epoch: int, index: int, accept: Callable[[dict[str, Any]], bool] | None = None,
+            level: int | None = None) -> dict[str, Any]:
         """The verl row: exactly the columns of ``DIR/verl/<split>-*.parquet`` with embedded images.
 
         ``accept(row)`` False (e.g. a prompt over verl's ``max_prompt_length``) moves on to the next fallback
-        candidate, as a rejected candidate does: still a pure function of (epoch, index).
+        candidate, as a rejected candidate does: still a pure function of (epoch, index) (and the level).
+        ``level``: the task's difficulty level (None: ``level_fn``, else the configured one).
         """
         out = self.config.output
-        for _, rec in self._records(epoch, index):
+        for _, rec in self._records(epoch, index, level):
             row = verl_row(rec, [{"bytes": b} for b in rec.images], index, out.instruction, out.verl_instruction)
             if accept is None or accept(row):
                 return row
@@ -300,9 +338,17 @@ class VisitCounts:
         """Epochs every index has been served in (the epoch a resumed run continues)."""
         return int(self.view()[: self.size].min()) if self.size else 0
 
-    def restore(self, completed: int) -> None:
+    def served_beyond(self, completed: int) -> list[int]:
+        """Indices served more than ``completed`` times (those of the epoch in progress)."""
+        return np.flatnonzero(self.view()[: self.size] > int(completed)).tolist()
+
+    def restore(self, completed: int, served: Sequence[int] | None = None) -> None:
+        """Every index served ``completed`` times, and ``served`` (the epoch in progress) once more."""
         v = self.view()
         np.maximum(v, int(completed), out=v)
+        if served:
+            idx = np.asarray(served, np.int64)
+            v[idx] = np.maximum(v[idx], int(completed) + 1)
 
     def __getstate__(self) -> dict[str, Any]:
         if multiprocessing.context.get_spawning_popen() is not None:
@@ -353,8 +399,19 @@ def _make_verl_class():
         """
 
         def __init__(self, data_files, tokenizer, config, processor=None, max_samples: int = -1):
+            from .adaptive import adaptive_config_from
+
             self.ssrl_split = parse_split(data_files)
             self.ssrl_config = build_config_from(config)
+            self.ssrl_adaptive = adaptive_config_from(config)
+            self.curriculum = None  # the adaptive curriculum's controller (training split, data.ssrl.adaptive)
+            if self.ssrl_adaptive is not None and self.ssrl_split == "train":
+                workers = (config or {}).get("dataloader_num_workers", 0) or 0
+                if int(workers) != 0:
+                    raise ConfigError(
+                        f"data.dataloader_num_workers={workers}: the adaptive curriculum (data.ssrl.adaptive) needs "
+                        "data.dataloader_num_workers=0; dataloader workers would draw prefetched batches at stale "
+                        "levels and checkpoint stale copies of the curriculum (see data_builders/adaptive.py)")
             super().__init__(data_files, tokenizer, config, processor=processor, max_samples=max_samples)
 
         # RLHFDataset.__init__ calls these two: no files to fetch, rows instead of a parquet dataframe
@@ -369,6 +426,17 @@ def _make_verl_class():
                                   f"{self.ssrl_config.num_samples}, val_fraction {self.ssrl_config.val_fraction})")
             accept = self.fits_prompt_length if self.filter_overlong_prompts and self.processor is not None else None
             self.dataframe = OnlineFrame(rows, length, None if self.ssrl_split == "train" else 0, accept)
+            if self.ssrl_adaptive is not None:
+                from . import adaptive
+
+                levels = {t: rows.task_levels[t] for t in rows.quotas}
+                if self.ssrl_split == "train":
+                    self.curriculum = adaptive.AdaptiveCurriculum(levels, self.ssrl_adaptive)
+                    rows.level_fn = self.curriculum
+                    adaptive.register(self.curriculum)
+                    print(f"adaptive curriculum: levels {self.curriculum.current()} ({self.ssrl_adaptive})")
+                else:
+                    rows.level_fn = adaptive.CycleLevels(levels)
             print(f"dataset len: {length} ({self.ssrl_split}, generated on the fly, tasks {rows.quotas})")
 
         def maybe_filter_out_long_prompts(self, dataframe=None):
@@ -395,19 +463,41 @@ def _make_verl_class():
         def __getstate__(self):
             return self.__dict__.copy()  # keep the (small) row generator; RLHFDataset drops its dataframe
 
-        def row(self, epoch: int, index: int) -> dict[str, Any]:
-            """The verl row of sample ``index`` of ``epoch``, as served (filter included; no visit counted)."""
-            return self.dataframe.rows.row(epoch, index, self.dataframe.accept)
+        def row(self, epoch: int, index: int, level: int | None = None) -> dict[str, Any]:
+            """The verl row of sample ``index`` of ``epoch``, as served (filter included; no visit counted; with
+            the adaptive curriculum, at the task's current level unless ``level`` is given)."""
+            return self.dataframe.rows.row(epoch, index, self.dataframe.accept, level)
 
         # torchdata's StatefulDataLoader saves this with verl's checkpoint (data.pt) and restores it
         def state_dict(self) -> dict[str, Any]:
             visits = self.dataframe.visits
-            return {"completed_epochs": visits.completed() if visits is not None else 0}
+            state = {"completed_epochs": visits.completed() if visits is not None else 0}
+            if self.curriculum is not None:  # no dataloader worker: what this process served is what was consumed
+                state["served_this_epoch"] = visits.served_beyond(state["completed_epochs"])
+                state["curriculum"] = self.curriculum.state_dict()
+            return state
 
         def load_state_dict(self, state: dict[str, Any]) -> None:
             visits = self.dataframe.visits
             if visits is not None and state:
-                visits.restore(int(state.get("completed_epochs", 0)))
+                visits.restore(int(state.get("completed_epochs", 0)), state.get("served_this_epoch"))
+            if self.curriculum is not None and state and state.get("curriculum"):
+                self.curriculum.load_state_dict(state["curriculum"])
+
+        def on_batch_end(self, batch) -> None:
+            """verl's legacy trainer (``trainer.use_v1=false``) calls this after each step with the scored batch:
+            the adaptive curriculum observes its accuracies (no-op without one). verl 0.9.1's default V1 trainer
+            has no such call; there :class:`data_builders.adaptive.AdaptiveReplayBuffer` feeds the controller."""
+            if self.curriculum is None:
+                return
+            from .adaptive import observations_from_rows
+
+            nt = batch.non_tensor_batch
+            metric = self.curriculum.config.metric
+            if metric not in nt:
+                raise KeyError(f"data.ssrl.adaptive.metric: the batch has no reward key {metric!r} "
+                               f"(reward keys: {sorted(k for k in nt if k not in ('data_source', 'extra_info'))})")
+            self.curriculum.observe(observations_from_rows(nt["data_source"], nt["extra_info"], nt[metric], metric))
 
     # pickled by reference as data_builders.online.OnlineSpatialDataset (spawned dataloader workers)
     OnlineSpatialDataset.__module__ = __name__
