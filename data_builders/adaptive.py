@@ -322,8 +322,8 @@ def _task_of(data_source: Any, extra_info: Any) -> str | None:
 def _level_of(extra_info: Any) -> int | None:
     if isinstance(extra_info, Mapping):
         level = extra_info.get("difficulty")
-        if isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level):
-            return int(level)
+        if isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level) and level >= 1:
+            return int(level)  # 0: a row built without levels
     return None
 
 

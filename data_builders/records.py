@@ -52,7 +52,8 @@ class Record:
     images: list[bytes]
     image_ext: str
     source_id: str
-    level: int | None = None  # difficulty level (the ``difficulty`` column), None when built without levels
+    level: int = 0  # difficulty level (the ``difficulty`` column); 0 when built without levels (a null would break
+    # torch's default_collate in trainers that pass extra columns through)
 
 
 def sample_id(candidate: Candidate) -> str:
@@ -74,7 +75,7 @@ def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality
         images=[encode_image(im, image_format, jpeg_quality) for im in sample.images],
         image_ext=EXTENSIONS[image_format],
         source_id=candidate.source.id,
-        level=(sample.metadata.get("difficulty") or {}).get("level"),
+        level=(sample.metadata.get("difficulty") or {}).get("level") or 0,
     )
 
 

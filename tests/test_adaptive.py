@@ -193,7 +193,7 @@ def test_rows_follow_the_controller(rows):
         assert rows.row(0, i) == first
     finally:
         rows.level_fn = None
-    assert _level(rows.row(0, i)) == (None, None)  # no controller: the configured level (none)
+    assert _level(rows.row(0, i)) == (0, None)  # no controller: the configured level (none; the column says 0)
 
 
 def test_levels_deal_their_own_answer_slots(rows):

@@ -120,11 +120,11 @@ def test_one_level_for_every_task(tmp_path):
     assert "curriculum" not in m
 
 
-def test_without_levels_the_difficulty_column_is_empty(tmp_path):
+def test_without_levels_the_difficulty_column_is_zero(tmp_path):
     build(load_config(None, DEMO, out=str(tmp_path / "o"), num_samples=20, val_fraction=0.1), progress=False)
-    assert set(column(tmp_path / "o", "train", "difficulty")) == {None}
+    assert set(column(tmp_path / "o", "train", "difficulty")) == {0}  # never null: default_collate takes it
     verl = pq.read_table(tmp_path / "o" / "verl" / "train-00000-of-00001.parquet").column("extra_info").to_pylist()
-    assert {e["difficulty"] for e in verl} == {None}
+    assert {e["difficulty"] for e in verl} == {0}
 
 
 @pytest.mark.parametrize("spec, words", [
