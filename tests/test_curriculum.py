@@ -154,3 +154,21 @@ def test_stats_reports_difficulty_per_task_and_level(curriculum):
         assert sum(e["rows"] for e in levels.values()) == manifest["counts"]["total"][task]
     assert rep["difficulty"]["shuffle"]["1"]["sighted_n"] == 5
     assert "measured" in rep["difficulty"]["depth"]["1"]
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_stats_difficulty_rises_with_the_level(tmp_path, seed):
+    """What `ssrl stats` measures per level moves the hard way on every task: smaller margins and gaps, and a
+    sighted solver that never does better at a higher level (shuffle)."""
+    out = tmp_path / "o"
+    build(load_config(None, ["demo.num_rgb=24", "demo.num_rgbd=24", "demo.width=320", "demo.height=240",
+                             "mix.shuffle=1", "mix.flip=1", "mix.crop=1", "mix.depth=1", "mix.position=1"],
+                      out=str(out), num_samples=400, val_fraction=0, seed=seed, curriculum="levels=1,2,3"), progress=False)
+    rep = compute_stats(out, sighted_per_level=40)["difficulty"]
+    falling = {"shuffle": "min_pair_ratio", "flip": "flip_score", "crop": "side_ratio", "depth": "min_gap",
+               "position": "margin"}
+    for task, key in falling.items():
+        values = [rep[task][lv]["measured"][key] for lv in ("1", "2", "3")]
+        assert values[0] > values[1] > values[2], (task, key, values)
+    sighted = [rep["shuffle"][lv]["sighted_accuracy"] for lv in ("1", "2", "3")]
+    assert sighted[0] >= sighted[1] >= sighted[2] and sighted[2] < sighted[0], sighted
