@@ -580,6 +580,8 @@ def _build(config: BuildConfig, pools: Pools, tasks: dict[str, tuple[Task, float
     manifest = make_manifest(config, pools, val_ids, first_val, targets, builder.split_stats, builder.bad_sources,
                              builder.files, out, builder.elapsed())
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for split in SPLITS:  # a log a kill left behind after its split was done (it holds nothing the files lack)
+        (out / ROWS_LOG.format(split=split)).unlink(missing_ok=True)
     (out / STATE_FILE).unlink(missing_ok=True)
     return BuildResult(out, manifest)
 

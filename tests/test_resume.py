@@ -128,3 +128,22 @@ def test_resume_replays_the_rows_of_an_open_shard(tmp_path, monkeypatch, referen
     assert pending[-1] > 0 and not (out / "manifest.json").exists()
     resumed = build(config(out, window=4), progress=False, resume=True).manifest
     assert resumed["content_hash"] == reference["content_hash"]
+
+
+def test_a_kill_between_a_finished_split_and_its_log_removal_leaves_nothing_behind(tmp_path, monkeypatch, reference):
+    """The split's last checkpoint is on disk but its rows log is not removed yet: the resumed build ends clean."""
+    out = tmp_path / "out"
+    real_save = pipeline.save_state
+
+    def crash_when_val_is_done(out_dir, state):
+        real_save(out_dir, state)
+        if state.get("done") == ["val"] and "current" not in state:
+            raise Crash
+
+    monkeypatch.setattr(pipeline, "save_state", crash_when_val_is_done)
+    with pytest.raises(Crash):
+        build(config(out), progress=False)
+    monkeypatch.setattr(pipeline, "save_state", real_save)
+    assert list(out.glob(".ssrl_build_rows-val.pkl"))  # the window this test is about
+    assert build(config(out), progress=False, resume=True).manifest["content_hash"] == reference["content_hash"]
+    assert not list(out.glob(".ssrl_build_*"))
