@@ -375,7 +375,7 @@ def test_workers_are_refused_and_the_default_is_unchanged(tmp_path, tokenizer, p
     plain = compose_ppo([o for o in adaptive_overrides(tmp_path) if "adaptive" not in o])
     ds = make(plain, tokenizer, processor)
     assert ds.curriculum is None and ds.state_dict() == {"completed_epochs": 0}
-    assert ds.row(0, 0)["extra_info"]["difficulty"] is None
+    assert ds.row(0, 0)["extra_info"]["difficulty"] == 0  # no level
     ds.on_batch_end(batch=None)  # a no-op without the curriculum
 
 
