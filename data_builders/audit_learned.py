@@ -727,7 +727,9 @@ class ExtraSolvers:
                 self.errors.append(f"{row.id}: {type(exc).__name__}: {exc}")
                 got = None
             if got is not None:
-                self.seen.setdefault((row.task, row.variant), []).append({**got, "id": item["id"], "group": item["group"]})
+                level = (row.metadata.get("difficulty") or {}).get("level")
+                self.seen.setdefault((row.task, row.variant), []).append(
+                    {**got, "id": item["id"], "group": item["group"], "level": level})
 
     def finish_rows(self) -> None:
         if self.errors:

@@ -337,9 +337,25 @@ def _chance(task: str, variant: str, items: list[dict]) -> float:
     return 0.25
 
 
+HARD_LEVEL = 2  # rows at this difficulty level or above are built to defeat the sighted solvers
+
+
 def audit_sighted(task: str, variant: str, items: list[dict]) -> list:
-    """One ``SolverResult`` (kind "sighted") for the items of one task/variant (the dicts of :func:`sighted_item`
-    with "id" and "group" added): score = the sum of "correct"."""
+    """``SolverResult`` rows (kind "sighted") for the items of one task/variant (the dicts of :func:`sighted_item`
+    with "id", "group" and "level" added): score = the sum of "correct". Rows built without a level or at level 1
+    are counted (they must be solvable); rows of harder levels, which are meant to defeat this solver, are reported
+    as reference (``verify`` still re-derives every one of their answers)."""
+    easy = [it for it in items if (it.get("level") or 1) < HARD_LEVEL]
+    hard = [it for it in items if (it.get("level") or 1) >= HARD_LEVEL]
+    results = [_sighted_result(task, variant, easy, counted=True)] if easy else []
+    if hard:
+        result = _sighted_result(task, variant, hard, counted=False)
+        result.solver += f" [difficulty level >= {HARD_LEVEL}: harder on purpose]"
+        results.append(result)
+    return results
+
+
+def _sighted_result(task: str, variant: str, items: list[dict], counted: bool):
     from .audit import SolverResult, wilson
 
     n = len(items)
@@ -363,8 +379,8 @@ def audit_sighted(task: str, variant: str, items: list[dict]) -> list:
         if wrong:
             detail += f"; {len(wrong)} not solved, e.g. {', '.join(wrong[:3])}"
     result = SolverResult(task, variant, solver=SOLVER_NAMES.get(task, "sighted"), target="answer", n=n, score=score,
-                          chance=chance, counted=True, detail=detail, kind="sighted")
+                          chance=chance, counted=counted, detail=detail, kind="sighted")
     result.accuracy = score / n if n else 0.0
     result.margin = result.accuracy - chance
     result.ci95 = wilson(score, n, NormalDist().inv_cdf(0.975))
-    return [result]
+    return result

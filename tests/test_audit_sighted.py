@@ -228,3 +228,16 @@ def photo_dir(tmp_path_factory) -> Path:
 def test_real_photographs(photo_dir, tmp_path, task):
     rows = build(tmp_path / task, task, 100, 4, "--rgb", str(photo_dir))
     assert accuracy(solve(rows)) >= S.SIGHTED_MIN  # measured on 300 samples: crop 100 %, shuffle 100 %
+
+
+def test_harder_levels_are_reported_not_counted():
+    """Rows of difficulty level >= 2 are built to defeat the sighted solver: they are reference rows, while rows
+    without a level or at level 1 must still be solvable."""
+    easy = [{"correct": 1.0, "id": f"e{i}", "group": f"g{i}", "level": lv} for i, lv in enumerate([None, 1] * 10)]
+    hard = [{"correct": float(i % 2), "id": f"h{i}", "group": f"h{i}", "level": 3} for i in range(20)]
+    counted, reference = S.audit_sighted("crop", "crop", easy + hard)
+    assert counted.counted and counted.n == 20 and counted.accuracy == 1.0
+    assert not reference.counted and reference.n == 20 and reference.accuracy == 0.5
+    assert "difficulty level >= 2" in reference.solver
+    (only,) = S.audit_sighted("crop", "crop", hard)
+    assert not only.counted
