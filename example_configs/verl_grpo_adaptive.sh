@@ -30,41 +30,11 @@ fi
 eval "$(ssrl paths --shell)"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CONFIGS="${SSRL_EXAMPLE_CONFIGS:-$HERE}"
-MODEL="${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}"
-PYTHON="${PYTHON:-python3}"
-for value in "$MODEL" "$SSRL_REWARD_VERL"; do
-    if [[ "$value" == *"'"* || "$value" == *\\* ]]; then
-        echo "verl_grpo_adaptive.sh: cannot pass a value with a quote or backslash to Hydra: $value" >&2
-        exit 1
-    fi
-done
 
-# One argument per line of each file; the placeholders of verl_grpo.overrides are filled in, the data files name
-# the split each dataset serves.
-read_overrides() {
-    local line
-    while IFS= read -r line || [[ -n "$line" ]]; do
-        [[ -z "${line//[[:space:]]/}" || "$line" =~ ^[[:space:]]*# ]] && continue
-        line="${line//'${MODEL}'/"$MODEL"}"
-        line="${line//'${TRAIN_FILES}'/"'ssrl://train'"}"
-        line="${line//'${VAL_FILES}'/"'ssrl://val'"}"
-        line="${line//'${SSRL_REWARD_VERL}'/"$SSRL_REWARD_VERL"}"
-        if [[ "$line" == *'${'* ]]; then
-            echo "verl_grpo_adaptive.sh: unknown placeholder in $1: $line" >&2
-            exit 1
-        fi
-        overrides+=("$line")
-    done <"$1"
-}
-overrides=()
-read_overrides "$CONFIGS/verl_grpo.overrides"
-read_overrides "$CONFIGS/verl_grpo_online.overrides"
-read_overrides "$CONFIGS/verl_grpo_adaptive.overrides"
-
-cmd=("$PYTHON" -m verl.trainer.main_ppo "${overrides[@]}" "$@")
-
-if [[ "${SSRL_DRY_RUN:-0}" != 0 ]]; then
-    printf '%s\n' "${cmd[@]}"
-    exit 0
-fi
-exec "${cmd[@]}"
+# verl_grpo_online.sh with the lines of verl_grpo_adaptive.overrides before the user's overrides (last wins).
+adaptive=()
+while IFS= read -r line || [[ -n "$line" ]]; do
+    [[ -z "${line//[[:space:]]/}" || "$line" =~ ^[[:space:]]*# ]] && continue
+    adaptive+=("$line")
+done <"$CONFIGS/verl_grpo_adaptive.overrides"
+exec bash "$CONFIGS/verl_grpo_online.sh" "${adaptive[@]}" "$@"
