@@ -5,7 +5,6 @@ verifies."""
 
 from __future__ import annotations
 
-import dataclasses
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ssrl_plugin.errors import ConfigError
 from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import create_task, get_task_class
 from ssrl_plugin.sources import LoadOptions, load_source
-from tests.levels_support import same
+from tests.levels_support import check_declared_levels, same
 
 WIDTH, HEIGHT, NUM_RGB = 320, 240, 16
 N = 60  # samples per (task, seed, level)
@@ -69,23 +68,7 @@ def built(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------ the levels
 @pytest.mark.parametrize("task", TASKS)
 def test_levels_are_declared_and_build_valid_configs(task):
-    cls = get_task_class(task)
-    levels = sorted(cls.levels)
-    assert len(levels) >= 3 and levels == list(range(1, len(levels) + 1)), f"{task}: levels {levels}, want 1..N with N >= 3"
-    knobs = cls.knob_names()
-    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
-    assert set(knobs) <= fields - {"level"}, f"{task}: knobs {knobs} are not all config fields"
-    for level in levels:
-        assert set(cls.levels[level]) == set(knobs), f"{task} level {level} sets {sorted(cls.levels[level])}, not every knob {knobs}"
-        made = create_task(task, {"level": level})
-        assert made.config.level == level
-        for k, v in cls.levels[level].items():
-            assert same(getattr(made.config, k), v), f"{task} level {level}: {k} = {getattr(made.config, k)!r}, level says {v!r}"
-    with pytest.raises(ConfigError, match=f"task.{task}.level"):
-        create_task(task, {"level": len(levels) + 1})
-    # no level: the configured (default) values, untouched
-    plain = create_task(task)
-    assert plain.config.level is None and plain.config == cls.config_cls()
+    check_declared_levels(task)
 
 
 def test_flip_max_flip_diff_default_and_validation():

@@ -184,3 +184,14 @@ def prompt_inputs(dataset: RLHFDataset, processor, messages, mm_processor_kwargs
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return images, text, build_multimodal_processor_inputs(processor, text=[text], images=images,
                                                            mm_processor_kwargs=mm_processor_kwargs)
+
+
+def wrong_answer(answer: str) -> str:
+    """A well-formed answer that is not ``answer`` (another letter, another order, another patch)."""
+    if len(answer) == 1 and answer.isalpha():
+        return "ABCD"[("ABCD".index(answer) + 1) % 4]
+    parts = answer.split("-")
+    rotated = "-".join(parts[1:] + parts[:1])
+    if rotated != answer:
+        return rotated
+    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])  # flip "1-1": another patch

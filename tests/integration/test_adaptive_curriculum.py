@@ -42,7 +42,7 @@ from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
 from verl.utils.dataset.rl_dataset import collate_fn
 from verl.utils.import_utils import load_extern_type
 
-from int_support import ROOT, compose_ppo, read_overrides
+from int_support import ROOT, compose_ppo, read_overrides, wrong_answer
 from ssrl_plugin.errors import ConfigError
 
 CONFIGS = ROOT / "example_configs"
@@ -157,14 +157,6 @@ def loader(ds, cfg):
                               sampler=create_rl_sampler(cfg.data, ds))
 
 
-def _wrong(answer: str) -> str:
-    if len(answer) == 1 and answer.isalpha():
-        return "ABCD"[("ABCD".index(answer) + 1) % 4]
-    parts = answer.split("-")
-    rotated = "-".join(parts[1:] + parts[:1])
-    if rotated != answer:
-        return rotated
-    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])
 
 
 def digest(prompt: dict) -> str:
@@ -241,7 +233,7 @@ class Run:
         for i, p in enumerate(prompts):
             answer = json.loads(p["reward_model"]["ground_truth"])["answer"]
             for s in range(N):
-                texts.append(f"<think>look</think> \\boxed{{{answer if s < right else _wrong(answer)}}}")
+                texts.append(f"<think>look</think> \\boxed{{{answer if s < right else wrong_answer(answer)}}}")
                 owners.append((i, s))
         results = self.score([prompts[i] for i, _ in owners], texts)
         # AgentLoopWorkerTQ: the prompt's fields + extra_fields.reward_extra_info per trajectory, then the status
@@ -324,7 +316,7 @@ def test_legacy_trainer_on_batch_end_feeds_the_same_controller(cfg, tokenizer, p
                    for i in range(BATCH)]
         assert [digest(p) for p in prompts] == rec["digests"]
         right = round(N * SCHEDULE[s - 1])
-        texts = [f"\\boxed{{{(a := json.loads(p['reward_model']['ground_truth'])['answer']) if k < right else _wrong(a)}}}"
+        texts = [f"\\boxed{{{(a := json.loads(p['reward_model']['ground_truth'])['answer']) if k < right else wrong_answer(a)}}}"
                  for p in prompts for k in range(N)]
         results = v1.score([p for p in prompts for _ in range(N)], texts)
         batch = DataProto.from_single_dict({k: v for k, v in batch_dict.items()}).repeat(N, interleave=True)

@@ -24,30 +24,22 @@ from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
 from verl.workers.reward_manager import get_reward_manager_cls
 
 import reward_fns
-from int_support import compose_ppo, shards
+from int_support import compose_ppo, shards, wrong_answer
 
 REF_KINDS = {"file": reward_fns.VERL_FILE, "pkg": "pkg://reward_fns.verl"}
 KEYS = {"score", "acc", "format", "hedged", "length_penalty", "repetition_penalty"}
 REWARD_KWARGS = {"format_weight": 0.2}  # not the default, so the kwargs must reach the function
 
 
-def _wrong(answer: str) -> str:
-    if len(answer) == 1 and answer.isalpha():
-        return "ABCD"[("ABCD".index(answer) + 1) % 4]
-    parts = answer.split("-")
-    rotated = "-".join(parts[1:] + parts[:1])
-    if rotated != answer:
-        return rotated
-    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])  # flip "1-1": another patch
 
 
 def responses_for(row: dict) -> list[tuple[str, str]]:
     answer = json.loads(row["reward_model"]["ground_truth"])["answer"]
     return [
         ("correct", f"<think>I compare the regions carefully.</think> The answer is \\boxed{{{answer}}}."),
-        ("wrong", f"<think>Looks like this.</think>\\boxed{{{_wrong(answer)}}}"),
+        ("wrong", f"<think>Looks like this.</think>\\boxed{{{wrong_answer(answer)}}}"),
         ("no_format", f"The answer is \\boxed{{{answer}}}"),
-        ("hedged", f"<think>unsure</think> \\boxed{{{answer}}} or maybe \\boxed{{{_wrong(answer)}}}"),
+        ("hedged", f"<think>unsure</think> \\boxed{{{answer}}} or maybe \\boxed{{{wrong_answer(answer)}}}"),
         ("unclosed", "<think>never closes \\boxed{" + answer),
         ("unicode", f"<think>ünïcödé 中文 ✓</think>\\boxed{{{answer}}}"),
     ]
@@ -274,7 +266,7 @@ def test_val_core_per_task_curves_are_exact_over_validation_batches(built):
     texts = []
     for r, ok in zip(rows, right):
         answer = json.loads(r["reward_model"]["ground_truth"])["answer"]
-        texts.append(f"<think>x</think> \\boxed{{{answer if ok else _wrong(answer)}}}")
+        texts.append(f"<think>x</think> \\boxed{{{answer if ok else wrong_answer(answer)}}}")
     truth = {}
     for task in ("shuffle", "flip", "crop", "depth", "position"):
         hits = [ok for r, ok in zip(rows, right) if r["extra_info"]["task"] == task]
