@@ -2,15 +2,29 @@
 
 Counts per split, task and variant; answer-slot histograms (the letter of ``crop`` and ``position``, the flipped
 patch and the direction of ``flip`` separately, the order of ``depth``, the label at each position of ``shuffle``);
-the distribution of source image sizes (``metadata.source.size``); estimated prompt lengths for Qwen2.5-VL; the
-rejected candidates and skipped inputs of the build, by reason. ``--json`` prints one JSON object; ``--plots DIR``
+the distribution of source image sizes (``metadata.source.size``); estimated prompt lengths for Qwen2.5-VL or
+Qwen3-VL (``--model-family``); the rejected candidates and skipped inputs of the build, by reason. ``--json`` prints one JSON object; ``--plots DIR``
 writes PNG bar charts (Pillow only).
 
 Token estimate (an approximation, documented in :func:`qwen_image_tokens` and :func:`text_tokens`): every image is
-resized by Qwen2.5-VL's ``smart_resize`` (sides rounded to multiples of 28, area brought inside
-[min_pixels, max_pixels]) and costs (h/28) * (w/28) visual tokens plus 2 delimiters; text costs about one token per
-4 characters (the ``<image>`` placeholders excluded), plus the format instruction when the stored prompt does not
-already carry it, plus a fixed chat-template overhead. Real tokenizers differ by some percent on English text.
+resized by the Qwen-VL ``smart_resize`` (sides rounded to multiples of the family's factor, area brought inside
+[min_pixels, max_pixels]) and costs (h/factor) * (w/factor) visual tokens plus 2 delimiters; text costs about one
+token per 4 characters (the ``<image>`` placeholders excluded), plus the format instruction when the stored prompt
+does not already carry it, plus a fixed chat-template overhead. Real tokenizers differ by some percent on English
+text.
+
+Model families (:data:`MODEL_FAMILIES`):
+
+- ``qwen2.5-vl`` (the default): 14-pixel ViT patches merged 2x2, factor 28, one visual token per 28 x 28 = 784
+  pixels; default pixel range the paper's 262,144..4,194,304 (``example_configs/easyr1_grpo.yaml``).
+- ``qwen3-vl``: 16-pixel patches merged 2x2, factor 32, one visual token per 32 x 32 = 1,024 pixels. transformers
+  has no Qwen3-VL image processor of its own: ``AutoImageProcessor`` maps ``qwen3_vl`` to ``Qwen2VLImageProcessor``
+  (``models/auto/image_processing_auto.py``, transformers 5.10.4), whose ``smart_resize`` rounds to
+  ``patch_size * merge_size``; the checkpoints' ``preprocessor_config.json`` sets ``patch_size`` 16, ``merge_size``
+  2 and ``size`` {shortest_edge 65,536, longest_edge 16,777,216} (``QWEN3_PROCESSOR_MIN_PIXELS`` /
+  ``..._MAX_PIXELS``: the range the processor applies when the trainer passes none). The default range here is the
+  one of ``example_configs/easyr1_grpo_qwen3vl.yaml``: 262,144..655,360 (640 x 32 x 32, so a 5-image ``crop``
+  prompt fits in 4,096 tokens; arithmetic in ``example_configs/README.md``).
 
 This module also holds the row reader that ``ssrl preview`` and ``ssrl audit`` share.
 """
@@ -36,11 +50,52 @@ from .difficulty import SIGHTED_PER_LEVEL, DifficultyStats, format_difficulty
 QWEN_FACTOR = 28  # 14 px ViT patches merged 2x2 -> one visual token per 28 x 28 pixels
 DEFAULT_MIN_PIXELS = 262_144  # example_configs/easyr1_grpo.yaml data.min_pixels (512 x 512)
 DEFAULT_MAX_PIXELS = 4_194_304  # data.max_pixels (2048 x 2048)
+QWEN3_FACTOR = 32  # Qwen3-VL: 16 px patches merged 2x2 -> one visual token per 32 x 32 pixels
+QWEN3_DEFAULT_MIN_PIXELS = 262_144  # example_configs/easyr1_grpo_qwen3vl.yaml data.min_pixels (the paper's)
+QWEN3_DEFAULT_MAX_PIXELS = 655_360  # data.max_pixels there: 640 x 32 x 32 (5-image crop prompts fit in 4096)
+QWEN3_PROCESSOR_MIN_PIXELS = 65_536  # Qwen3-VL preprocessor_config.json size.shortest_edge (256 x 256)
+QWEN3_PROCESSOR_MAX_PIXELS = 16_777_216  # size.longest_edge (4096 x 4096)
 DEFAULT_MAX_PROMPT = 4096  # data.max_prompt_length
 CHARS_PER_TOKEN = 4.0
 TEMPLATE_TOKENS = 20  # <|im_start|>system ... user ... assistant: the Qwen2 chat template around one user turn
 VISION_DELIMITERS = 2  # <|vision_start|> ... <|vision_end|> around each image's pad tokens
 SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How one Qwen-VL generation turns pixels into visual tokens, and the pixel range ``ssrl stats`` assumes."""
+
+    name: str  # the --model-family value
+    label: str  # as printed
+    patch_size: int
+    merge_size: int
+    min_pixels: int  # default of --min-pixels for this family
+    max_pixels: int  # default of --max-pixels for this family
+
+    @property
+    def factor(self) -> int:
+        """Side of the pixel square that becomes one visual token (patch_size * merge_size)."""
+        return self.patch_size * self.merge_size
+
+
+MODEL_FAMILIES = {
+    "qwen2.5-vl": ModelFamily("qwen2.5-vl", "Qwen2.5-VL", 14, 2, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS),
+    "qwen3-vl": ModelFamily("qwen3-vl", "Qwen3-VL", 16, 2, QWEN3_DEFAULT_MIN_PIXELS, QWEN3_DEFAULT_MAX_PIXELS),
+}
+DEFAULT_MODEL_FAMILY = "qwen2.5-vl"
+
+
+def model_family(name: str | ModelFamily) -> ModelFamily:
+    if isinstance(name, ModelFamily):
+        return name
+    try:
+        return MODEL_FAMILIES[name]
+    except KeyError:
+        raise SSRLError(f"--model-family {name}: one of {', '.join(MODEL_FAMILIES)}") from None
+
+
+_family = model_family  # compute_stats has a parameter of that name
 
 
 # ============================================================================================ reading rows
@@ -178,7 +233,8 @@ def _round_by(x: float, f: int) -> int:
 def smart_resize(height: int, width: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS,
                  factor: int = QWEN_FACTOR) -> tuple[int, int]:
     """Qwen2.5-VL's ``smart_resize`` (transformers' ``image_processing_qwen2_vl``): both sides rounded to a multiple
-    of ``factor``, then scaled (keeping the aspect) so the area lies within [min_pixels, max_pixels]."""
+    of ``factor``, then scaled (keeping the aspect) so the area lies within [min_pixels, max_pixels]. Qwen3-VL uses
+    the same function with ``factor`` 32 (:data:`QWEN3_FACTOR`)."""
     h_bar = max(factor, _round_by(height, factor))
     w_bar = max(factor, _round_by(width, factor))
     if h_bar * w_bar > max_pixels:
@@ -192,10 +248,15 @@ def smart_resize(height: int, width: int, min_pixels: int = DEFAULT_MIN_PIXELS, 
     return h_bar, w_bar
 
 
-def qwen_image_tokens(width: int, height: int, min_pixels: int = DEFAULT_MIN_PIXELS, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-    """Visual tokens of one image: (h/28) * (w/28) after smart_resize (the 2 delimiters are counted separately)."""
-    h, w = smart_resize(height, width, min_pixels, max_pixels)
-    return (h // QWEN_FACTOR) * (w // QWEN_FACTOR)
+def qwen_image_tokens(width: int, height: int, min_pixels: int | None = None, max_pixels: int | None = None,
+                      family: str | ModelFamily = DEFAULT_MODEL_FAMILY) -> int:
+    """Visual tokens of one image: (h/f) * (w/f) after smart_resize, f = 28 for Qwen2.5-VL and 32 for Qwen3-VL (the
+    2 delimiters are counted separately). ``min_pixels`` / ``max_pixels`` default to the family's."""
+    fam = model_family(family)
+    lo = fam.min_pixels if min_pixels is None else min_pixels
+    hi = fam.max_pixels if max_pixels is None else max_pixels
+    h, w = smart_resize(height, width, lo, hi, factor=fam.factor)
+    return (h // fam.factor) * (w // fam.factor)
 
 
 def text_tokens(text: str) -> int:
@@ -239,9 +300,14 @@ class Stats:
     tokens: dict[str, dict[str, list[int]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
 
-def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = DEFAULT_MIN_PIXELS,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, max_prompt_length: int = DEFAULT_MAX_PROMPT,
-                  sighted_per_level: int = SIGHTED_PER_LEVEL) -> dict[str, Any]:
+def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int | None = None,
+                  max_pixels: int | None = None, max_prompt_length: int = DEFAULT_MAX_PROMPT,
+                  sighted_per_level: int = SIGHTED_PER_LEVEL,
+                  model_family: str | ModelFamily = DEFAULT_MODEL_FAMILY) -> dict[str, Any]:
+    """``min_pixels`` / ``max_pixels`` left None take the model family's defaults (:data:`MODEL_FAMILIES`)."""
+    fam = _family(model_family)
+    min_pixels = fam.min_pixels if min_pixels is None else min_pixels
+    max_pixels = fam.max_pixels if max_pixels is None else max_pixels
     out = Path(out)
     manifest = read_manifest(out)
     layout = pick_layout(out, layout)
@@ -282,7 +348,7 @@ def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = 
             st.source_sizes[str(src.get("id", row.id))] = (int(size[0]), int(size[1]))
             st.sample_sizes[f"{size[0]}x{size[1]}"] += 1
         sizes = [image_size(b) for b in row.images or []]
-        vis = sum(qwen_image_tokens(w, h, min_pixels, max_pixels) + VISION_DELIMITERS for w, h in sizes)
+        vis = sum(qwen_image_tokens(w, h, min_pixels, max_pixels, fam) + VISION_DELIMITERS for w, h in sizes)
         txt = text_tokens(row.question)
         if instruction and instruction not in row.question:
             txt += text_tokens(instruction)  # EasyR1's format_prompt adds it at training time
@@ -292,13 +358,14 @@ def compute_stats(out: str | Path, layout: str | None = None, min_pixels: int = 
         st.tokens[key]["text"].append(txt)
         st.tokens[key]["total"].append(total)
         st.tokens[key]["images_per_prompt"].append(len(sizes))
-    report = _report(out, layout, manifest, st, min_pixels, max_pixels, max_prompt_length)
+    report = _report(out, layout, manifest, st, min_pixels, max_pixels, max_prompt_length, fam)
     report["difficulty"] = difficulty.report()
     return report
 
 
 def _report(out: Path, layout: str, manifest: dict[str, Any], st: Stats, min_pixels: int, max_pixels: int,
-            max_prompt_length: int) -> dict[str, Any]:
+            max_prompt_length: int, fam: ModelFamily = MODEL_FAMILIES[DEFAULT_MODEL_FAMILY]) -> dict[str, Any]:
+    f = fam.factor
     counts: dict[str, Any] = {}
     totals: Counter = Counter()
     for split in sorted(st.counts):
@@ -351,12 +418,12 @@ def _report(out: Path, layout: str, manifest: dict[str, Any], st: Stats, min_pix
             "other_sizes": max(0, len(unique_sizes) - 20),
         },
         "tokens": {
-            "model": "Qwen2.5-VL",
+            "model": fam.label,
             "min_pixels": min_pixels,
             "max_pixels": max_pixels,
             "max_prompt_length": max_prompt_length,
-            "method": (f"images: smart_resize to multiples of {QWEN_FACTOR} within [min_pixels, max_pixels], "
-                       f"(h/{QWEN_FACTOR})*(w/{QWEN_FACTOR}) tokens + {VISION_DELIMITERS} delimiters each; text: "
+            "method": (f"images: smart_resize to multiples of {f} within [min_pixels, max_pixels], "
+                       f"(h/{f})*(w/{f}) tokens + {VISION_DELIMITERS} delimiters each; text: "
                        f"characters/{CHARS_PER_TOKEN:g} (+ the format instruction when not in the stored prompt) "
                        f"+ {TEMPLATE_TOKENS} chat-template tokens; an estimate, not a tokenizer count"),
             "overall": _summary(all_total),
@@ -401,7 +468,7 @@ def format_stats(rep: dict[str, Any]) -> str:
                      f"(median {src['height']['p50']}); most common: "
                      + ", ".join(f"{k} x{n}" for k, n in list(src["sizes"].items())[:5]))
     tok = rep["tokens"]
-    lines.append(f"estimated Qwen2.5-VL prompt tokens (min_pixels {tok['min_pixels']}, max_pixels {tok['max_pixels']}; "
+    lines.append(f"estimated {tok.get('model', 'Qwen2.5-VL')} prompt tokens (min_pixels {tok['min_pixels']}, max_pixels {tok['max_pixels']}; "
                  f"over {tok['max_prompt_length']}: {tok['over_max_prompt_length']}):")
     for key, d in tok["per_task_variant"].items():
         t = d["total"]
@@ -477,7 +544,8 @@ def write_plots(rep: dict[str, Any], out_dir: str | Path) -> list[Path]:
             for name, hist in slots.items():
                 save(f"answers_{task}_{name}.png", bar_chart(f"{task}: {name}", hist))
     tok = {k: d["total"]["mean"] for k, d in rep["tokens"]["per_task_variant"].items()}
-    save("tokens_mean.png", bar_chart("mean estimated prompt tokens (Qwen2.5-VL)", tok, colour=(190, 110, 60)))
+    label = rep["tokens"].get("model", "Qwen2.5-VL")
+    save("tokens_mean.png", bar_chart(f"mean estimated prompt tokens ({label})", tok, colour=(190, 110, 60)))
     if rep["tokens"]["histogram"]:
         save("tokens_hist.png", bar_chart("estimated prompt tokens, all samples", rep["tokens"]["histogram"], colour=(190, 110, 60)))
     if rep["source_images"]["sizes"]:
@@ -493,7 +561,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.sighted_per_level < 0:
         raise SSRLError(f"--sighted-per-level {args.sighted_per_level}: must be >= 0")
     rep = compute_stats(args.dir, layout=args.layout, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-                        max_prompt_length=args.max_prompt_length, sighted_per_level=args.sighted_per_level)
+                        max_prompt_length=args.max_prompt_length, sighted_per_level=args.sighted_per_level,
+                        model_family=args.model_family)
     if args.plots:
         for p in write_plots(rep, args.plots):
             if not args.json:
@@ -508,8 +577,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="OUTDIR", help="write PNG bar charts into OUTDIR")
     p.add_argument("--layout", choices=["easyr1", "verl"], help="which parquet layout to read (default easyr1 if present)")
-    p.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS, help=f"Qwen2.5-VL min_pixels (default {DEFAULT_MIN_PIXELS})")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help=f"Qwen2.5-VL max_pixels (default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--model-family", choices=list(MODEL_FAMILIES), default=DEFAULT_MODEL_FAMILY,
+                   help="whose image processor the token estimate follows: qwen2.5-vl (28 x 28 pixels per visual "
+                        "token) or qwen3-vl (32 x 32); default qwen2.5-vl")
+    fams = "; ".join(f"{f.name} {f.min_pixels}" for f in MODEL_FAMILIES.values())
+    p.add_argument("--min-pixels", type=int, default=None, help=f"min_pixels (default per family: {fams})")
+    fams = "; ".join(f"{f.name} {f.max_pixels}" for f in MODEL_FAMILIES.values())
+    p.add_argument("--max-pixels", type=int, default=None, help=f"max_pixels (default per family: {fams})")
     p.add_argument("--max-prompt-length", type=int, default=DEFAULT_MAX_PROMPT,
                    help=f"count prompts estimated longer than this (default {DEFAULT_MAX_PROMPT}, EasyR1 data.max_prompt_length)")
     p.add_argument("--sighted-per-level", type=int, default=SIGHTED_PER_LEVEL,

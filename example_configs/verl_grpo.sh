@@ -9,6 +9,8 @@
 #   key=value  any Hydra override, applied last, e.g. trainer.n_gpus_per_node=4 trainer.logger=['console']
 #              large pictures (5-image crop prompts over 4096 tokens): ++data.mm_processor_kwargs.max_pixels=501760
 #   MODEL      env, default Qwen/Qwen2.5-VL-7B-Instruct
+#   OVERRIDES  env, default verl_grpo.overrides beside this script (verl_grpo_qwen3vl.overrides for Qwen3-VL-4B,
+#              with MODEL=Qwen/Qwen3-VL-4B-Instruct)
 #   PYTHON     env, default python3 (the interpreter that has verl installed)
 #   SSRL_DRY_RUN=1  print the command, one argument per line, instead of running it
 set -euo pipefail
@@ -21,7 +23,11 @@ fi
 eval "$(ssrl paths --shell)"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CONFIGS="${SSRL_EXAMPLE_CONFIGS:-$HERE}"
-OVERRIDES="$CONFIGS/verl_grpo.overrides"
+OVERRIDES="${OVERRIDES:-$CONFIGS/verl_grpo.overrides}"
+if [[ ! -f "$OVERRIDES" ]]; then
+    echo "verl_grpo.sh: no overrides file $OVERRIDES" >&2
+    exit 1
+fi
 
 DATA="${DATA:-demo_data}"
 if [[ $# -gt 0 && "$1" != *=* ]]; then
