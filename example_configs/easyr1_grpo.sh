@@ -5,7 +5,8 @@
 #
 #   DATA_DIR   output of `ssrl build` (default: $DATA, else ./demo_data); reads DATA_DIR/easyr1/{train,val}-*.parquet
 #   key=value  any EasyR1 override, applied last, e.g. trainer.n_gpus_per_node=4 trainer.logger=[console]
-#   MODEL      env, default Qwen/Qwen2.5-VL-7B-Instruct
+#   MODEL      env, default: the config's worker.actor.model.model_path (Qwen2.5-VL-7B in easyr1_grpo.yaml,
+#              Qwen3-VL-4B in easyr1_grpo_qwen3vl.yaml)
 #   CONFIG     env, default easyr1_grpo.yaml beside this script (easyr1_grpo_inpainting.yaml for large pictures)
 #   PYTHON     env, default python3 (the interpreter that has EasyR1 installed)
 #   SSRL_DRY_RUN=1  print the command, one argument per line, instead of running it
@@ -43,7 +44,7 @@ if [[ ${#train_shards[@]} -eq 0 || ${#val_shards[@]} -eq 0 ]]; then
     exit 1
 fi
 
-MODEL="${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}"
+MODEL="${MODEL:-}"
 CONFIG="${CONFIG:-$CONFIGS/easyr1_grpo.yaml}"
 PYTHON="${PYTHON:-python3}"
 
@@ -56,9 +57,12 @@ cmd=(
     "data.val_files=$DATA/easyr1@validation"
     "data.format_prompt=$SSRL_FORMAT_PROMPT"
     "worker.reward.reward_function=$SSRL_REWARD_EASYR1:compute_score"
-    "worker.actor.model.model_path=$MODEL"
-    "$@"
 )
+# The model: the config's unless MODEL is set (so CONFIG=...qwen3vl.yaml alone trains the model it names).
+if [[ -n "$MODEL" ]]; then
+    cmd+=("worker.actor.model.model_path=$MODEL")
+fi
+cmd+=("$@")
 
 if [[ "${SSRL_DRY_RUN:-0}" != 0 ]]; then
     printf '%s\n' "${cmd[@]}"

@@ -499,8 +499,10 @@ def test_easyr1_script_passes_absolute_paths(built):
     assert args["data.val_files"] == f"{data}/easyr1@validation"
     assert args["data.format_prompt"] == paths["SSRL_FORMAT_PROMPT"]
     assert args["worker.reward.reward_function"] == paths["SSRL_REWARD_EASYR1"] + ":compute_score"
-    assert args["worker.actor.model.model_path"] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert "worker.actor.model.model_path" not in args  # the config's model unless MODEL is set
     assert argv[-1] == "worker.reward.reward_type=batch"
+    with_model = _dry_run(EASYR1_SH, [str(data), "trainer.n_gpus_per_node=4"], cwd, env, MODEL="org/m")
+    assert with_model[-2:] == ["worker.actor.model.model_path=org/m", "trainer.n_gpus_per_node=4"]
     for key in ("config", "data.format_prompt"):
         assert Path(args[key]).is_absolute() and Path(args[key]).is_file()
     reward_file = args["worker.reward.reward_function"].rsplit(":", 1)[0]
