@@ -230,16 +230,22 @@ def test_inpainting_variant_differs_only_in_pixels_and_name():
     assert {k for k in main if main[k] != inpaint[k]} == {"data.max_pixels", "trainer.experiment_name"}
 
 
-def _qwen_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
-    """Visual tokens of one image in EasyR1 + Qwen2.5-VL: EasyR1 resizes into [min_pixels, max_pixels] (PIL,
-    int sizes), then the processor rounds each side to a multiple of 28 within its own bounds (3136..12845056);
-    one token per 28 x 28 pixels."""
+def easyr1_resize(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """EasyR1's own resize into [min_pixels, max_pixels] before the processor sees the image (PIL, int sizes)."""
     if width * height > max_pixels:
         f = math.sqrt(max_pixels / (width * height))
         width, height = int(width * f), int(height * f)
     if width * height < min_pixels:
         f = math.sqrt(min_pixels / (width * height))
         width, height = int(width * f), int(height * f)
+    return width, height
+
+
+def _qwen_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
+    """Visual tokens of one image in EasyR1 + Qwen2.5-VL: EasyR1 resizes into [min_pixels, max_pixels], then the
+    processor rounds each side to a multiple of 28 within its own bounds (3136..12845056); one token per 28 x 28
+    pixels."""
+    width, height = easyr1_resize(width, height, min_pixels, max_pixels)
     h, w = max(28, round(height / 28) * 28), max(28, round(width / 28) * 28)
     if h * w > 12845056:
         beta = math.sqrt(height * width / 12845056)

@@ -9,7 +9,6 @@ computed counts below agree with transformers 5.10.4's Qwen2VLImageProcessorPil 
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
@@ -169,12 +168,7 @@ def _qwen3_easyr1_tokens(width: int, height: int, min_pixels: int, max_pixels: i
     """Visual tokens of one image in EasyR1 + Qwen3-VL: EasyR1 resizes into [min_pixels, max_pixels] (PIL, int
     sizes), then the processor rounds each side to a multiple of 32 within the checkpoint's bounds
     (65,536..16,777,216); one token per 32 x 32 pixels."""
-    if width * height > max_pixels:
-        f = math.sqrt(max_pixels / (width * height))
-        width, height = int(width * f), int(height * f)
-    if width * height < min_pixels:
-        f = math.sqrt(min_pixels / (width * height))
-        width, height = int(width * f), int(height * f)
+    width, height = tec.easyr1_resize(width, height, min_pixels, max_pixels)
     return qwen_image_tokens(width, height, 65_536, 16_777_216, family="qwen3-vl")
 
 
