@@ -245,9 +245,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", type=_csv)
     e.set_defaults(func=cmd_examples)
 
-    from . import audit, export, preview, stats  # they register their own subcommands
+    from . import audit, evaluate, export, preview, stats  # they register their own subcommands
 
-    for module in (preview, stats, audit, export):
+    for module in (preview, stats, audit, export, evaluate):
         module.register(sub)
     return p
 
