@@ -13,19 +13,12 @@ from data_builders import build, evaluate
 from data_builders.cli import main
 from data_builders.score import ground_truths
 from ssrl_plugin.config import load_config
+from tests.answer_support import wrong_answer
 
 DEMO = ["demo.num_rgb=12", "demo.num_rgbd=12", "demo.width=192", "demo.height=128"]
 RIGHT = {"shuffle", "flip", "crop"}
 
 
-def wrong_answer(answer: str) -> str:
-    if len(answer) == 1 and answer.isalpha():
-        return "ABCD"[("ABCD".index(answer) + 1) % 4]
-    parts = answer.split("-")
-    rotated = "-".join(parts[1:] + parts[:1])
-    if rotated != answer:
-        return rotated
-    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])
 
 
 def fake_backend(right=RIGHT):

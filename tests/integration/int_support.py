@@ -186,12 +186,26 @@ def prompt_inputs(dataset: RLHFDataset, processor, messages, mm_processor_kwargs
                                                            mm_processor_kwargs=mm_processor_kwargs)
 
 
-def wrong_answer(answer: str) -> str:
-    """A well-formed answer that is not ``answer`` (another letter, another order, another patch)."""
-    if len(answer) == 1 and answer.isalpha():
-        return "ABCD"[("ABCD".index(answer) + 1) % 4]
-    parts = answer.split("-")
-    rotated = "-".join(parts[1:] + parts[:1])
-    if rotated != answer:
-        return rotated
-    return "-".join([str((int(parts[0]) + 1) % 4), *parts[1:]])  # flip "1-1": another patch
+def tiny_qwen25vl(tokenizer):
+    """A tiny random Qwen2.5-VL (2 layers, 64 wide) over ``tokenizer``: real code paths, no download."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                           "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
+                           fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+from answer_support import wrong_answer  # noqa: E402,F401 - one copy for both suites (tests/ is on sys.path)

@@ -8,12 +8,12 @@ import json
 from unittest import mock
 
 import pytest
-import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, processing_utils
+from transformers import processing_utils
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from data_builders.cli import main
 from data_builders.score import ground_truths
+from int_support import tiny_qwen25vl
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +31,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_dir(tokenizer, processor, tmp_path_factory):
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                                                           "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
-    config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
-                           fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_qwen25vl")
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(path)
+    tiny_qwen25vl(tokenizer).save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

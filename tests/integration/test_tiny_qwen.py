@@ -11,30 +11,15 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
 from int_support import shards
-from int_support import data_config, prompt_inputs
+from int_support import data_config, prompt_inputs, tiny_qwen25vl
 
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
-                                                           "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
-    config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]),
-        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
-                           fullatt_block_indexes=[1], window_size=112, patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
-    torch.manual_seed(0)
-    return Qwen2_5_VLForConditionalGeneration(config)
+    return tiny_qwen25vl(tokenizer)
 
 
 def test_tiny_qwen_runs_every_task(built, tokenizer, processor, model, tmp_path):
