@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from ssrl_plugin.errors import ConfigError
+from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import create_task, get_task_class
 
 
@@ -40,3 +41,14 @@ def check_declared_levels(task: str) -> None:
         create_task(task, {"level": len(levels) + 1})
     plain = create_task(task)  # no level: the configured (default) values, untouched
     assert plain.config.level is None and plain.config == cls.config_cls()
+
+
+def check_verifies(task: str, level: int, rows: list, source_of) -> None:
+    """``task.verify`` at ``level`` re-derives every row's answer from its source (``source_of(id)``)."""
+    made = create_task(task, {"level": level})
+    for r in rows:
+        source = source_of(r.metadata["source"]["id"])
+        assert source.digest == r.metadata["source"]["digest"], f"{r.id}: demo source changed"
+        images = [decode_image(b) for b in r.images]
+        problems = made.verify(images, r.answer, r.metadata, source)
+        assert problems == [], f"{r.id} (level {level}) does not verify: {problems}"

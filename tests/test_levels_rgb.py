@@ -17,10 +17,9 @@ from data_builders.stats import Row, iter_rows
 from ssrl_plugin.config import load_config
 from ssrl_plugin.demo import demo_refs
 from ssrl_plugin.errors import ConfigError
-from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import create_task, get_task_class
 from ssrl_plugin.sources import LoadOptions, load_source
-from tests.levels_support import check_declared_levels, same
+from tests.levels_support import check_declared_levels, check_verifies, same
 
 WIDTH, HEIGHT, NUM_RGB = 320, 240, 16
 N = 60  # samples per (task, seed, level)
@@ -94,13 +93,7 @@ def _check_recorded(task: str, level: int, rows: list[Row]) -> None:
 
 
 def _check_verifies(task: str, level: int, rows: list[Row]) -> None:
-    made = create_task(task, {"level": level})
-    for r in rows[:VERIFY_PER_LEVEL]:
-        source = _source(r.metadata["source"]["id"])
-        assert source.digest == r.metadata["source"]["digest"], f"{r.id}: demo source changed"
-        images = [decode_image(b) for b in r.images]
-        problems = made.verify(images, r.answer, r.metadata, source)
-        assert problems == [], f"{r.id} (level {level}) does not verify: {problems}"
+    check_verifies(task, level, rows[:VERIFY_PER_LEVEL], _source)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
