@@ -26,6 +26,7 @@ setup(
         "h5py>=3.8",
         "xxhash>=3.0",  # source fingerprints (xxh3_128), ~8x faster than sha256
         "tqdm>=4.60",
+        "av>=12",  # PyAV: video sequences (index by demuxing, decode only the frames used, by seeking)
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "datasets>=2.16", "scikit-learn>=1.3"],

@@ -59,11 +59,20 @@ class Task(abc.ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type[TaskConfig]] = TaskConfig
     needs_depth: ClassVar[bool] = False
+    # What the task reads: "rgb" | "rgbd" (one image, one with depth) | "video" (a Sequence of frames) | "posed" (a
+    # Sequence with depth, poses and intrinsics). Empty: "rgbd" when ``needs_depth`` else "rgb". Sequence tasks get a
+    # :class:`~ssrl_plugin.sequence.Sequence` as ``source`` in ``generate`` and ``verify``.
+    input_kind: ClassVar[str] = ""
     description: ClassVar[str] = ""
     word_options: ClassVar[bool] = False  # options are words the model may quote ("B. Front"): stored with the answer
     # Difficulty levels, 1 the easiest: the config knobs each one sets. A level is monotone in a measured sense
     # (``difficulty`` of its samples), not just named; tests check it.
     levels: ClassVar[Mapping[int, Mapping[str, Any]]] = {}
+
+    @classmethod
+    def input_pool(cls) -> str:
+        """The source pool this task draws from (see ``input_kind``)."""
+        return cls.input_kind or ("rgbd" if cls.needs_depth else "rgb")
 
     def __init__(self, config: TaskConfig | Mapping[str, Any] | None = None):
         key = f"task.{self.name}"

@@ -42,6 +42,12 @@ class LoadOptions:
         check(0.0 <= self.min_valid_fraction <= 1.0, "source.min_valid_fraction", f"must be in [0, 1], got {self.min_valid_fraction}")
 
 
+SEQUENCE_SCHEME = "sequence"  # refs of ssrl_plugin.sequence_io (videos, frame folders, posed RGB-D sequences)
+POOLS = ("rgb", "rgbd", "video", "posed")
+# Which refs each pool holds, by their own kind (``SourceRef.pool``): frame tasks run on posed sequences too.
+POOL_MEMBERS = {"rgb": ("rgb",), "rgbd": ("rgbd",), "video": ("video", "posed"), "posed": ("posed",)}
+
+
 @dataclass(frozen=True)
 class SourceRef:
     """A pointer to one source; stable ``id`` (seeds every sample) and everything needed to decode it."""
@@ -60,6 +66,20 @@ class SourceRef:
     @property
     def has_depth(self) -> bool:
         return self.depth_format is not None
+
+    @property
+    def is_sequence(self) -> bool:
+        """A sequence of frames (video, frame folder, posed RGB-D sequence, demo sequence), not one image."""
+        return self.scheme == SEQUENCE_SCHEME or (self.scheme == "demo" and self.extra[:1] == ("seq",))
+
+    @property
+    def pool(self) -> str:
+        """The input kind this source serves: ``rgb``, ``rgbd``, ``video`` (frames only) or ``posed`` (frames with
+        depth, camera poses and intrinsics). A task draws from the pool of its ``input_kind``; the ``video`` pool
+        also holds every posed sequence (see :data:`POOL_MEMBERS`)."""
+        if self.is_sequence:
+            return "posed" if self.has_depth else "video"
+        return "rgbd" if self.has_depth else "rgb"
 
 
 # --------------------------------------------------------------------------------------------------- discovery
@@ -572,10 +592,18 @@ def load_source(ref: SourceRef, opts: LoadOptions) -> Source:
     or the depth is resized with nearest neighbour (``nearest``). After the RGB is capped at ``max_side`` the depth
     follows with nearest neighbour to exactly the RGB array's shape. Problems -> SourceError naming the file.
     """
+    if ref.scheme == "demo" and ref.is_sequence:
+        from .demo_sequence import load_demo_sequence  # lazy: rendered camera paths, only for sequence tasks
+
+        return load_demo_sequence(ref, opts)
     if ref.scheme == "demo":
         from .demo import load_demo  # lazy: the demo renderer is only needed for demo sources
 
         return load_demo(ref, opts)
+    if ref.scheme == SEQUENCE_SCHEME:
+        from .sequence_io import open_sequence  # lazy: PyAV is only needed for sequences
+
+        return open_sequence(ref, opts)
     if ref.scheme != "file":
         raise ConfigError(f"{ref.id}: unknown source scheme {ref.scheme!r} (expected file or demo)")
     if opts.depth_resize not in ("error", "nearest"):
