@@ -19,6 +19,8 @@ Everything is vectorised; objects are ray-cast only inside the screen rectangle 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -243,6 +245,11 @@ def _colour(rng: np.random.Generator, saturation: float, lo: float = 0.1, hi: fl
     """
     c = rng.uniform(lo, hi, 3)
     return (c.mean() + (c - c.mean()) * saturation).astype(np.float32).reshape(3, 1, 1)
+
+
+def grain_field(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Per-pixel grain in [-GRAIN, GRAIN), float32 (height, width)."""
+    return (rng.random((height, width), dtype=np.float32) - 0.5) * np.float32(2 * GRAIN)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -646,9 +653,10 @@ def _make_objects(rng: np.random.Generator, cam: Camera, room: Room) -> tuple[Bo
     return tuple(objects)
 
 
-def make_scene(index: int, width: int = 640, height: int = 480) -> Scene:
-    """The geometry of RGB-D demo scene ``index`` (independent of the size, except the intrinsics)."""
-    rng = rng_for("demo", RGBD_KIND, index, "scene")
+def make_scene(index: int, width: int = 640, height: int = 480, kind: str = RGBD_KIND) -> Scene:
+    """The geometry of RGB-D demo scene ``index`` (independent of the size, except the intrinsics); ``kind``
+    keys the random draws, so other demo kinds (sequences) get scenes of their own from the same generator."""
+    rng = rng_for("demo", kind, index, "scene")
     cam = _make_camera(rng, width, height)
     open_sky = bool(rng.random() < OUTDOOR_FRACTION)
     room = Room(
@@ -843,8 +851,8 @@ class _Shader:
     SHADOW_SOFT = 0.35  # metres over which a contact shadow fades out
     SHADOW_DARK = 0.5  # darkening at the centre of a contact shadow
 
-    def __init__(self, index: int, scene: Scene):
-        rng = rng_for("demo", RGBD_KIND, index, "materials")
+    def __init__(self, index: int, scene: Scene, kind: str = RGBD_KIND, grain: bool = True):
+        rng = rng_for("demo", kind, index, "materials")
         cam = scene.camera
         self.scene = scene
         axes, normals, groups = _surfaces(scene)
@@ -860,18 +868,37 @@ class _Shader:
         self.zenith = _colour(rng, 0.8, 0.2, 0.8)[:, :, 0]
         self.cloud_scale = float(rng.uniform(8.0, 20.0))
         self.cloud_cut = np.float32(rng.uniform(0.3, 0.55))
-        self.grain = (rng.random((cam.height, cam.width), dtype=np.float32) - 0.5) * np.float32(2 * GRAIN)
+        # the last draw, so callers that bring their own grain (one per frame of a sequence) skip it
+        self.grain = grain_field(rng, cam.height, cam.width) if grain else None
         self.spheres: list[tuple[int, Sphere]] = []
-        self.shadows: list[tuple[float, float, float, float, bool, Window]] = []
+        self.footprints = []
         base = ROOM_SURFACES
         for obj in scene.objects:
             if isinstance(obj, Sphere):
                 self.spheres.append((base, obj))
-            self.shadows.append(self._shadow_footprint(obj))
+            self.footprints.append(self._shadow_footprint(obj))
             base += 6 if isinstance(obj, Box) else 1
+        self.shadows = self._shadow_windows(cam)
 
-    def _shadow_footprint(self, obj: Box | Sphere) -> tuple[float, float, float, float, bool, Window]:
-        """Ground footprint (centre x/z, half sizes, round?) displaced away from the light, and its window."""
+    def with_view(self, camera: Camera, grain: np.ndarray) -> _Shader:
+        """The same materials seen from another camera (a frame of a camera path), with its own grain."""
+        view = copy.copy(self)
+        view.scene = dataclasses.replace(self.scene, camera=camera)
+        view.shadows = view._shadow_windows(camera)
+        view.grain = grain
+        return view
+
+    def _shadow_windows(self, cam: Camera) -> list[tuple[float, float, float, float, bool, Window]]:
+        """Each footprint with the screen window of its soft edge as seen by ``cam``."""
+        e = self.SHADOW_SOFT
+        out = []
+        for cx, cz, hx, hz, round_ in self.footprints:
+            pts = np.array([[cx + sx * (hx + e), 0.0, cz + sz * (hz + e)] for sx in (-1, 1) for sz in (-1, 1)])
+            out.append((cx, cz, hx, hz, round_, cam.pixel_window(pts)))
+        return out
+
+    def _shadow_footprint(self, obj: Box | Sphere) -> tuple[float, float, float, float, bool]:
+        """Ground footprint (centre x/z, half sizes, round?) displaced away from the light."""
         light = self.scene.light
         if isinstance(obj, Box):
             lift = (obj.hi[1] - obj.lo[1]) * 0.5
@@ -883,9 +910,7 @@ class _Shader:
             hx = hz = obj.radius
         cx -= light[0] / light[1] * lift
         cz -= light[2] / light[1] * lift
-        e = self.SHADOW_SOFT
-        pts = np.array([[cx + sx * (hx + e), 0.0, cz + sz * (hz + e)] for sx in (-1, 1) for sz in (-1, 1)])
-        return cx, cz, hx, hz, isinstance(obj, Sphere), self.scene.camera.pixel_window(pts)
+        return cx, cz, hx, hz, isinstance(obj, Sphere)
 
     def _contact_shadows(self, row0: int, p: tuple[np.ndarray, ...], sid: np.ndarray, shade: np.ndarray) -> None:
         """Darken the ground around each object's footprint: anchors objects to the floor visually
@@ -972,8 +997,17 @@ def render_rgbd(index: int, width: int = 640, height: int = 480) -> tuple[np.nda
     """RGB-D demo scene ``index``: uint8 (H, W, 3), metric z-depth (invalid = open sky, stored as 0), and an
     info dict with the camera and the scene geometry (enough to re-derive every depth value)."""
     scene = make_scene(index, width, height)
+    rgb, depth = render_view(_Shader(index, scene))
+    info = {"camera": scene.camera.to_info(), "scene": scene.to_info(), "depth_units": "m"}
+    return rgb, depth, info
+
+
+def render_view(shader: _Shader) -> tuple[np.ndarray, DepthMap]:
+    """Ray-cast and shade the shader's scene from its camera: uint8 (H, W, 3) and metric z-depth (invalid =
+    open sky, stored as 0)."""
+    scene = shader.scene
+    width, height = scene.camera.width, scene.camera.height
     windows = object_windows(scene)
-    shader = _Shader(index, scene)
     rgb = np.empty((height, width, 3), np.uint8)
     depth = np.empty((height, width), np.float32)
     valid = np.ones((height, width), bool)
@@ -985,5 +1019,4 @@ def render_rgbd(index: int, width: int = 640, height: int = 480) -> tuple[np.nda
         if scene.room.open_sky:
             valid[row0:row1] = sid != TOP
     depth[~valid] = 0.0
-    info = {"camera": scene.camera.to_info(), "scene": scene.to_info(), "depth_units": "m"}
-    return rgb, DepthMap(depth, valid, "metric"), info
+    return rgb, DepthMap(depth, valid, "metric")
