@@ -22,15 +22,19 @@ The path is a chain of segments, each with one dominant motion, drawn from ``rng
 - ``orbit_left`` / ``orbit_right``: 0.05-0.12 m sideways while yawing the other way, around a point 2.5-6 m ahead.
 
 Every segment also drifts pitch and roll slowly (at most ~0.25 and ~0.12 degrees per frame; pitch stays 2-16
-degrees down, roll within +-1.7 degrees). Segments last 4-12 frames (rise/sink 3-6). Guarantees, checked at every
+degrees down, roll within +-1.7 degrees). Segments last 4-12 frames (rise/sink 3-6); a segment never repeats the
+previous one's motion nor reverses it (no back-and-forth over the same views). Guarantees, checked at every
 frame by the generator (a candidate segment that breaks one is redrawn) and by the tests:
 
 - the camera centre is at least :data:`CLEARANCE` (0.6 m) from every object and wall, 0.9-2.1 m above the
   ground and 0.6 m below the ceiling / wall tops;
+- (if no candidate segment fits after :data:`MAX_ATTEMPTS` draws, a 4-frame turn in place towards the objects
+  is used, marked ``"fallback": true`` in ``info["path"]``; it keeps clearance and heights but may, in
+  principle, lose the objects from view: it never happened in 300 paths of 48 frames nor 60 of 300)
 - the heading stays within ~35 degrees of the room's initial viewing direction (towards the objects) and at
   least one object's centre is well inside the view (``|x| <= 0.5 z``, ``|y| <= 0.3 z``, ``z >= 0.5`` m);
 - per frame, the camera moves at most 0.15 m and turns at most ~4.1 degrees, so consecutive frames overlap
-  strongly; the path is prefix-stable (``frames=20`` gives the first 20 poses of ``frames=48``) and does not
+  strongly, and every step moves at least 0.03 m or turns at least 1 degree; the path is prefix-stable (``frames=20`` gives the first 20 poses of ``frames=48``) and does not
   depend on the image size.
 
 Determinism: poses are built with + - * / sqrt on Python floats only (angles enter as tangents, as in
@@ -252,8 +256,22 @@ def _drift(rng: np.random.Generator, value: float, frames: int, per_frame: float
     return (target - value) / frames
 
 
-def _draw_segment(rng: np.random.Generator, s: PathState, short: bool) -> Segment:
+def _opposite(motion: str) -> str:
+    for a, b in (("forward", "back"), ("rise", "sink"), ("_left", "_right")):
+        if motion.endswith(a):
+            return motion[: len(motion) - len(a)] + b
+        if motion.endswith(b):
+            return motion[: len(motion) - len(b)] + a
+    raise ValueError(motion)
+
+
+def _draw_segment(rng: np.random.Generator, s: PathState, short: bool, previous: str | None) -> Segment:
+    """A random segment starting at ``s``: never ``previous`` again (variety) nor its reversal (back-and-forth
+    paths would revisit views and blur the temporal order)."""
+    banned = () if previous is None else (previous, _opposite(previous))
     motion = _KINDS[int(rng.choice(len(_KINDS), p=_WEIGHTS))]
+    while motion in banned:
+        motion = _KINDS[int(rng.choice(len(_KINDS), p=_WEIGHTS))]
     lo, hi = MOTIONS[motion][1]
     frames = int(rng.integers(lo, (lo + hi) // 2 + 1 if short else hi + 1))
     sign = -1.0 if motion.endswith(("_left", "back", "sink")) else 1.0
@@ -320,7 +338,7 @@ def make_path(scene: demo.Scene, index: int, frames: int) -> tuple[list[PathStat
     while len(states) < frames:
         info: dict[str, Any] = {}
         for attempt in range(MAX_ATTEMPTS):
-            seg = _draw_segment(rng, states[-1], short=attempt >= MAX_ATTEMPTS // 2)
+            seg = _draw_segment(rng, states[-1], attempt >= MAX_ATTEMPTS // 2, segments[-1]["motion"] if segments else None)
             new = _roll_out(seg, states[-1])
             if all(state_ok(scene, x, heading0) for x in new):
                 break

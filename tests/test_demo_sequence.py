@@ -116,7 +116,7 @@ def test_digests_differ_between_indices_and_frames():
 def test_sequence_digest_is_stable():
     """Golden value: the path (poses) and its parameters. If a change to the path generator is deliberate, bump
     demo_sequence.SEQ_VERSION and update this value (datasets built from the old paths differ)."""
-    assert _open(0, frames=12).digest == "xxh3_128:fdcf473c45b26c5ded611de046508990"
+    assert _open(0).digest == "xxh3_128:938be271cfeb88ae625987aeada299a6"
 
 
 def test_info_is_json_and_describes_the_path():
@@ -331,6 +331,18 @@ def test_segments_show_their_dominant_motion_in_the_camera_frame():
                 assert _dominant_motion_ok(seg["motion"], step), (index, seg, i, step.round(4))
                 checked += 1
     assert checked == len(GUARANTEE_INDICES) * 47
+
+
+def test_fallback_turns_in_place_towards_the_objects(monkeypatch):
+    from ssrl_plugin import demo_sequence
+
+    monkeypatch.setattr(demo_sequence, "MAX_ATTEMPTS", 0)  # every segment falls back
+    seq = _open(3, frames=13)
+    assert [s["motion"].startswith("turn") and s["fallback"] for s in seq.info["path"]] == [True] * 3
+    poses = np.stack([seq.pose(i) for i in range(13)])
+    assert np.array_equal(poses[:, :3, 3], np.repeat(poses[:1, :3, 3], 13, axis=0))
+    turns = [_rotation_degrees(relative_pose(poses[i - 1], poses[i])[:3, :3]) for i in range(1, 13)]
+    assert min(turns) > 1.0
 
 
 # --------------------------------------------------------------------------------------------- timing
