@@ -47,6 +47,7 @@ from typing import Any
 
 from ssrl_plugin.errors import SSRLError
 
+from . import task_hooks
 from .stats import Row, iter_rows, pick_layout, read_manifest
 
 THRESHOLD = 0.05  # rule solvers (one statistic)
@@ -509,7 +510,8 @@ def extract(row: Row) -> dict[str, Any] | None:
         opts = row.options or {}
         qkey = ((meta.get("facing") or {}).get("name"), meta.get("camera_label"), meta.get("option_set"))
         return {**base, "options": opts, "text": opts.get(answer, meta.get("answer_text")), "qkey": qkey}
-    return None
+    hooked = task_hooks.hook(row.task, "extract")
+    return hooked(row, base) if hooked is not None else None
 
 
 # ============================================================================================ the audit
@@ -652,7 +654,7 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
     from tqdm import tqdm
 
     for row in tqdm(iter_rows(out, layout, select=keep), total=len(keep), disable=not progress, desc="ssrl audit"):
-        if row.task not in AUDITORS:
+        if row.task not in AUDITORS and task_hooks.hook(row.task, "audit") is None:
             if row.task not in report.skipped_tasks:
                 report.skipped_tasks.append(row.task)
             continue
@@ -670,7 +672,8 @@ def run_audit(out: str | Path, layout: str | None = None, threshold: float = THR
         report.groups[f"{task}/{variant}"] = len(group)
         if len(group) < 2:
             continue
-        report.results += AUDITORS[task](group, variant) + extra.results(task, variant, group)
+        rules = AUDITORS.get(task) or task_hooks.hook(task, "audit")
+        report.results += rules(group, variant) + extra.results(task, variant, group)
     _decide(report)
     return report
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from ssrl_plugin.imaging import grey
 
+from . import task_hooks
 from .audit import SolverResult, _hash, patch_mask
 
 FOLDS = 5
@@ -400,7 +401,8 @@ def learned_item(row, image, rule_item: dict[str, Any]) -> dict[str, Any] | None
         return region_item(row, image(0))
     if row.task == "position":
         return position_item(row)
-    return None
+    hooked = task_hooks.hook(row.task, "learned_item")
+    return hooked(row, image, rule_item) if hooked is not None else None
 
 
 # ============================================================================================ fitting
@@ -683,14 +685,15 @@ LEARNED = {"crop": learned_crop, "flip": learned_flip, "shuffle": learned_shuffl
 def audit_learned(task: str, variant: str, items: list[dict]) -> list:
     """Learned solvers of one task/variant; ``items`` are audit.extract's dicts with the ``learned`` features."""
     items = [it for it in items if it.get("learned") is not None]
-    if task not in LEARNED or not items:
+    solver = LEARNED.get(task) or task_hooks.hook(task, "learned")
+    if solver is None or not items:
         return []
     from threadpoolctl import threadpool_limits
 
     # One OpenMP thread: the fits are small, and libgomp's thread barriers slow them down 10-100x on a busy machine
     # (a 180-row fit took 11 s with 2 threads and 0.2 s with one while other processes held the cores).
     with threadpool_limits(limits=1, user_api="openmp"):
-        return LEARNED[task](items, variant)
+        return solver(items, variant)
 
 
 # ============================================================================================ the audit's hook

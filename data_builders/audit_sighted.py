@@ -326,7 +326,9 @@ SOLVER_NAMES = {
 def sighted_item(row) -> dict[str, Any] | None:
     """The sighted solver's verdict on one stored row (``data_builders.stats.Row``): ``{"correct": float in [0, 1],
     "pred": ..., ...}``; None for a task without a sighted solver."""
-    solver = SOLVERS.get(row.task)
+    from . import task_hooks
+
+    solver = SOLVERS.get(row.task) or task_hooks.hook(row.task, "sighted_item")
     return solver(row) if solver is not None else None
 
 
@@ -345,6 +347,11 @@ def audit_sighted(task: str, variant: str, items: list[dict]) -> list:
     with "id", "group" and "level" added): score = the sum of "correct". Rows built without a level or at level 1
     are counted (they must be solvable); rows of harder levels, which are meant to defeat this solver, are reported
     as reference (``verify`` still re-derives every one of their answers)."""
+    from . import task_hooks
+
+    own = task_hooks.hook(task, "sighted")
+    if own is not None:
+        return own(variant, items)
     easy = [it for it in items if (it.get("level") or 1) < HARD_LEVEL]
     hard = [it for it in items if (it.get("level") or 1) >= HARD_LEVEL]
     results = [_sighted_result(task, variant, easy, counted=True)] if easy else []

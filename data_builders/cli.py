@@ -30,7 +30,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name in list_tasks():
         task = create_task(name)
         levels = {str(level): dict(knobs) for level, knobs in sorted(task.levels.items())}
-        rows.append({"task": name, "input": "rgbd" if task.needs_depth else "rgb", "variants": task.variants(),
+        rows.append({"task": name, "input": task.input_pool(), "variants": task.variants(),
                      "slots": task.num_slots, "description": task.description, "knobs": task.knob_names(),
                      "levels": levels})
     if args.json:
@@ -38,7 +38,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     width = max(len(r["task"]) for r in rows)
     for r in rows:
-        print(f"{r['task']:<{width}}  {r['input']:<4}  {r['description']}")
+        print(f"{r['task']:<{width}}  {r['input']:<5}  {r['description']}")
         print(f"{'':<{width}}        variants: {', '.join(r['variants'])}")
         for level, knobs in r["levels"].items():
             print(f"{'':<{width}}        level {level}: {', '.join(f'{k}={json.dumps(v)}' for k, v in knobs.items())}")
@@ -52,8 +52,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ssrl_plugin.config import load_config
 
     flags = {
-        "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "tasks": args.tasks, "num_samples": args.num_samples,
-        "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers, "backend": args.backend,
+        "out": args.out, "rgb": args.rgb, "rgbd": args.rgbd, "sequences": args.sequences, "tasks": args.tasks,
+        "num_samples": args.num_samples, "val_fraction": args.val_fraction, "seed": args.seed, "workers": args.workers, "backend": args.backend,
         "ray_address": args.ray_address, "level": args.level, "curriculum": args.curriculum,
     }
     overrides = list(args.overrides)
@@ -190,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="output folder")
     b.add_argument("--rgb", action="append", help="RGB images: a folder, a glob or a .txt list (repeatable)")
     b.add_argument("--rgbd", action="append", help="RGB-D pairs: KIND:PATH[,key=value], KIND in diode, megadepth, pairs (repeatable)")
+    b.add_argument("--sequences", action="append", help="videos and RGB-D sequences: KIND:PATH[,key=value], KIND in "
+                   "video, frames, scannet, tum, posed (repeatable; README: Sequence inputs)")
     b.add_argument("--tasks", type=_csv, help="comma-separated task names (default: every task with inputs)")
     b.add_argument("--num-samples", type=int, help="samples in total, train + val (default 500)")
     b.add_argument("--val-fraction", type=float, help="share of sources (and samples) for validation (default 0.05)")

@@ -32,6 +32,7 @@ def _init_worker(config: dict[str, Any]) -> None:
 
 DEMO_CACHE = 128  # demo sources are re-rendered on demand; the whole demo corpus fits in a few hundred MB
 FILE_CACHE = 2
+SEQUENCE_CACHE = 4  # opened sequences (index + a few decoded frames each): visits of one sequence come in runs
 
 
 def _load(ref: SourceRef):
@@ -42,7 +43,8 @@ def _load(ref: SourceRef):
         return cache[ref.id]
     source = load_source(ref, _WORKER["load"])
     cache[ref.id] = source
-    while len(cache) > (DEMO_CACHE if ref.scheme == "demo" else FILE_CACHE):
+    limit = SEQUENCE_CACHE if ref.is_sequence else DEMO_CACHE if ref.scheme == "demo" else FILE_CACHE
+    while len(cache) > limit:
         cache.popitem(last=False)
     return source
 

@@ -31,7 +31,7 @@ from ssrl_plugin.dataset import Candidate, VisitPlanner
 from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
-from ssrl_plugin.sources import SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd
+from ssrl_plugin.sources import POOLS, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd
 
 from .checkpoint import ROWS_LOG, STATE_FILE, load_state, new_state, save_state
 from .executor import Executor
@@ -54,17 +54,45 @@ class Pools:
     skipped: list[tuple[str, str]]
     demo: bool = False
     rgb_from_rgbd: bool = False
+    sequences: list[SourceRef] = field(default_factory=list)  # videos, frame folders, posed RGB-D sequences
+
+    def get(self, name: str) -> list[SourceRef]:
+        """The refs of one pool (:data:`~ssrl_plugin.sources.POOLS`): ``video`` is every sequence, ``posed`` the
+        sequences with depth and poses."""
+        if name == "video":
+            return self.sequences
+        if name == "posed":
+            return [r for r in self.sequences if r.pool == "posed"]
+        return self.rgb if name == "rgb" else self.rgbd
+
+    def all_refs(self) -> list[SourceRef]:
+        return [*self.rgb, *self.rgbd, *self.sequences]
+
+
+def sequence_tasks_wanted(config: BuildConfig) -> bool:
+    from ssrl_plugin.registry import get_task_class, list_tasks
+
+    known = set(list_tasks())
+    return any(get_task_class(t).input_pool() in ("video", "posed") for t in config.weights() if t in known)
 
 
 def collect_sources(config: BuildConfig) -> Pools:
-    """Discover every configured source (or the demo corpus when none is given)."""
+    """Discover every configured source (or the demo corpus when none is given: its sequences only when a
+    sequence task is asked for, so image builds stay as they were)."""
     skipped: list[tuple[str, str]] = []
-    if not config.rgb and not config.rgbd:
+    if not config.rgb and not config.rgbd and not config.sequences:
         from ssrl_plugin.demo import demo_refs
 
         refs = demo_refs(config.demo.num_rgb, config.demo.num_rgbd, config.demo.width, config.demo.height)
-        return Pools([r for r in refs if not r.has_depth], [r for r in refs if r.has_depth], skipped, demo=True)
-    rgb, rgbd = [], []
+        sequences = []
+        if sequence_tasks_wanted(config):
+            from ssrl_plugin.demo_sequence import demo_sequence_refs
+
+            sequences = demo_sequence_refs(config.demo.num_sequences, config.demo.width, config.demo.height,
+                                           config.demo.sequence_frames)
+        return Pools([r for r in refs if not r.has_depth], [r for r in refs if r.has_depth], skipped, demo=True,
+                     sequences=sequences)
+    rgb, rgbd, sequences = [], [], []
     for spec in config.rgb:
         refs, bad = discover_rgb(spec)
         rgb += refs
@@ -73,12 +101,20 @@ def collect_sources(config: BuildConfig) -> Pools:
         refs, bad = discover_rgbd(spec)
         rgbd += refs
         skipped += bad
-    for name, pool in (("--rgb", rgb), ("--rgbd", rgbd)):
+    if config.sequences:
+        from ssrl_plugin.sequence_io import discover_sequences
+
+        for spec in config.sequences:
+            refs, bad = discover_sequences(spec)
+            sequences += refs
+            skipped += bad
+    for name, pool in (("--rgb", rgb), ("--rgbd", rgbd), ("--sequences", sequences)):
         ids = Counter(r.id for r in pool)
         dup = [i for i, n in ids.items() if n > 1]
         if dup:
             raise ConfigError(f"{name}: source id {dup[0]!r} appears twice; give folders with distinct names")
-    pools = Pools(sorted(rgb, key=lambda r: r.id), sorted(rgbd, key=lambda r: r.id), skipped)
+    pools = Pools(sorted(rgb, key=lambda r: r.id), sorted(rgbd, key=lambda r: r.id), skipped,
+                  sequences=sorted(sequences, key=lambda r: r.id))
     if not pools.rgb and pools.rgbd:  # RGB tasks fall back to the images of the RGB-D pairs
         pools.rgb, pools.rgb_from_rgbd = list(pools.rgbd), True
     return pools
@@ -91,7 +127,7 @@ def split_sources(seed: int, pools: Pools, val_fraction: float) -> set[str]:
         return set()
     limit = val_fraction * 2**128
     val: set[str] = set()
-    for pool in (pools.rgb, pools.rgbd):
+    for pool in (pools.get(name) for name in POOLS):
         if len(pool) < 2:
             continue
         keyed = sorted(pool, key=lambda r: key_to_int(seed, "split", r.id))
@@ -277,13 +313,11 @@ class BuildResult:
 def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, float]]:
     """Tasks to build with their weights: those asked for (or all in the mix) whose inputs exist."""
     active: dict[str, tuple[Task, float]] = {}
-    for name, weight in config.weights().items():
+    for name, weight in config.weights(sequences=bool(pools.sequences)).items():
         task = create_task(name, config.task_config(name))
-        has_input = bool(pools.rgbd) if task.needs_depth else bool(pools.rgb)
-        if not has_input:
+        if not pools.get(task.input_pool()):
             if config.tasks:
-                kind = "--rgbd (RGB-D)" if task.needs_depth else "--rgb"
-                raise ConfigError(f"tasks: {name!r} needs {kind} sources and none were found")
+                raise ConfigError(f"tasks: {name!r} needs {INPUT_FLAGS[task.input_pool()]} sources and none were found")
             continue
         if weight > 0:
             plan = config.curriculum_plan()
@@ -295,6 +329,10 @@ def active_tasks(config: BuildConfig, pools: Pools) -> dict[str, tuple[Task, flo
     return active
 
 
+INPUT_FLAGS = {"rgb": "--rgb", "rgbd": "--rgbd (RGB-D)", "video": "--sequences (video or frames)",
+               "posed": "--sequences (posed RGB-D: scannet, tum, posed)"}
+
+
 def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, float]], quotas: dict[str, int],
                  pools: dict[str, list[SourceRef]], stage: int = 0, levels: list[int] | None = None) -> VisitPlanner:
     """Visits take several tasks only when sources must be reused anyway (more samples than sources): then one
@@ -303,9 +341,9 @@ def make_planner(config: BuildConfig, split: str, tasks: dict[str, tuple[Task, f
     ``levels``: the difficulty levels the candidates take in turn. Answer slots are dealt in blocks of the least
     common multiple of those levels' slot counts, so every level's answers stay balanced."""
     live = {t: q for t, q in quotas.items() if q > 0}
-    task_pool = {t: "rgbd" if tasks[t][0].needs_depth else "rgb" for t in live}
+    task_pool = {t: tasks[t][0].input_pool() for t in live}
     visit_size = {}
-    for pool in ("rgb", "rgbd"):
+    for pool in POOLS:
         members = [t for t in live if task_pool[t] == pool]
         if members and pools[pool]:
             reuse = sum(live[t] for t in members) // len(pools[pool])
@@ -331,13 +369,12 @@ def validation_order(seed: int, pool: list[SourceRef]) -> list[SourceRef]:
 
 
 def pools_with(pools: Pools, ids: set[str], inside: bool) -> dict[str, list[SourceRef]]:
-    return {"rgb": [r for r in pools.rgb if (r.id in ids) == inside],
-            "rgbd": [r for r in pools.rgbd if (r.id in ids) == inside]}
+    return {name: [r for r in pools.get(name) if (r.id in ids) == inside] for name in POOLS}
 
 
 def quotas_for(config: BuildConfig, tasks: dict[str, tuple[Task, float]], total: int,
                pools: dict[str, list[SourceRef]]) -> dict[str, int]:
-    weights = {name: weight if pools["rgbd" if task.needs_depth else "rgb"] else 0.0
+    weights = {name: weight if pools[task.input_pool()] else 0.0
                for name, (task, weight) in tasks.items()}
     return largest_remainder(total, weights)
 
@@ -415,7 +452,7 @@ class Builder:
                  state: dict[str, Any], executor: Executor, bar: tqdm, val_ids: set[str]):
         self.config, self.pools, self.tasks, self.out, self.state = config, pools, tasks, out, state
         self.executor, self.bar, self.val_ids = executor, bar, val_ids
-        self.task_pool = {name: "rgbd" if task.needs_depth else "rgb" for name, (task, _) in tasks.items()}
+        self.task_pool = {name: task.input_pool() for name, (task, _) in tasks.items()}
         self.bad_sources: dict[str, str] = state["bad_sources"]
         self.split_stats = {s: SplitStats.from_json(d) for s, d in state["splits"].items()}
         self.files = [out / f for f in state["files"]]
@@ -503,10 +540,10 @@ class Builder:
             return None
         moved: list[str] = []
         extended = set()
-        for name in ("rgb", "rgbd"):
+        for name in POOLS:
             if name not in {self.task_pool[t] for t in short}:
                 continue
-            full = self.pools.rgb if name == "rgb" else self.pools.rgbd
+            full = self.pools.get(name)
             failed = sum(1 for r in pools[name] if r.id in self.bad_sources or r.id in stats.fruitless)
             room = len(full) // 2 - sum(1 for r in full if r.id in self.val_ids)
             fresh = [r.id for r in validation_order(self.config.seed, full) if r.id not in self.val_ids]
@@ -531,11 +568,13 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
         raise ConfigError("out: an output folder is required (--out DIR)")
     # absolute source paths: the manifest's config then finds the sources from any folder (verify, preview)
     config = dataclasses.replace(config, rgb=[absolute_rgb_spec(s) for s in config.rgb],
-                                 rgbd=[absolute_rgbd_spec(s) for s in config.rgbd])
+                                 rgbd=[absolute_rgbd_spec(s) for s in config.rgbd],
+                                 sequences=[absolute_sequence_spec(s) for s in config.sequences])
     out = Path(config.out)
     pools = collect_sources(config)
-    if not pools.rgb and not pools.rgbd:
-        given = ", ".join([*(f"--rgb {r}" for r in config.rgb), *(f"--rgbd {r}" for r in config.rgbd)])
+    if not pools.rgb and not pools.rgbd and not pools.sequences:
+        given = ", ".join([*(f"--rgb {r}" for r in config.rgb), *(f"--rgbd {r}" for r in config.rgbd),
+                           *(f"--sequences {r}" for r in config.sequences)])
         first = f"; first of {len(pools.skipped)} skipped: {pools.skipped[0][0]}: {pools.skipped[0][1]}" if pools.skipped else ""
         raise NothingUsable(f"no usable source images found in {given}{first}")
     tasks = active_tasks(config, pools)
@@ -584,6 +623,16 @@ def _build(config: BuildConfig, pools: Pools, tasks: dict[str, tuple[Task, float
         (out / ROWS_LOG.format(split=split)).unlink(missing_ok=True)
     (out / STATE_FILE).unlink(missing_ok=True)
     return BuildResult(out, manifest)
+
+
+def absolute_sequence_spec(spec: str) -> str:
+    """``KIND:PATH[,key=value...]`` with PATH made absolute (options kept as given), as for ``--rgbd`` specs."""
+    from ssrl_plugin.sequence_io import parse_sequence_spec
+
+    path = parse_sequence_spec(spec)["path"]
+    kind, rest = spec.split(":", 1)
+    options = rest.strip()[len(path):] if rest.strip().startswith(path) else ""
+    return f"{kind.strip()}:{os.path.abspath(os.path.expanduser(path))}{options}"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -36,9 +36,10 @@ from typing import Any
 
 from ssrl_plugin.errors import SSRLError
 
+from . import task_hooks
 from .stats import Row, iter_rows, pick_layout, read_manifest
 
-TASK_ORDER = ("shuffle", "flip", "crop", "depth", "position")
+TASK_ORDER = ("shuffle", "flip", "crop", "depth", "position", "temporal_order", "camera_motion", "cross_view")
 VIEW = 480  # long side (px) of each picture in an overlay
 GREEN = (20, 200, 60)
 YELLOW = (255, 210, 0)
@@ -431,6 +432,9 @@ def make_overlay(row: Row, images: list, loader: SourceLoader | None) -> Overlay
             return overlay_depth(row, images, loader)
         if row.task == "position":
             return overlay_position(row, images)
+        hooked = task_hooks.hook(row.task, "overlay")
+        if hooked is not None:
+            return hooked(row, images, loader)
     except (KeyError, IndexError, TypeError, ValueError, SSRLError) as exc:  # an odd row must not stop the gallery
         return Overlay(_caption(_fit(images[0])[0], [f"no overlay: {type(exc).__name__}: {exc}"]), [f"overlay failed: {exc!r}"])
     return Overlay(_caption(_fit(images[0])[0], [f"no overlay for task {row.task!r}"]), [])

@@ -61,6 +61,9 @@ def _split_glob(spec: str) -> tuple[str, str]:
     return spec, ""
 
 
+VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")  # a sequence spec may name one video file
+
+
 def _wants_file(root: str) -> bool:
     """A list (``.txt``) or image root is a file; any other root is a folder."""
     return os.path.splitext(root)[1].lower() in (".txt", *IMAGE_EXTS)
@@ -93,7 +96,8 @@ def relocate(config: dict[str, Any], sources: Sequence[str] = ()) -> Relocated:
     check_sources_dirs(sources)
     config = dict(config)
     rgb, rgbd = list(config.get("rgb") or []), list(config.get("rgbd") or [])
-    result = Relocated(config, demo=not rgb and not rgbd)
+    sequences = list(config.get("sequences") or [])
+    result = Relocated(config, demo=not rgb and not rgbd and not sequences)
     new_rgb: list[str] = []
     for spec in rgb:
         root, pattern = _split_glob(spec)
@@ -105,21 +109,32 @@ def relocate(config: dict[str, Any], sources: Sequence[str] = ()) -> Relocated:
         if found != _norm(root):
             result.moved[_norm(root)] = found
         new_rgb.append(os.path.join(found, pattern) if pattern else found)
-    new_rgbd: list[str] = []
-    for spec in rgbd:
-        cfg = parse_rgbd_spec(spec)
-        kind, rest = spec.split(":", 1)
-        options = rest.strip()[len(cfg["path"]):] if rest.strip().startswith(cfg["path"]) else ""
-        found = find_root(cfg["path"], sources, want_file=False)
-        if found is None:
-            result.missing.append(_norm(cfg["path"]))
-            continue
-        if found != _norm(cfg["path"]):
-            result.moved[_norm(cfg["path"])] = found
-            spec = f"{kind.strip()}:{found}{options}"
-        new_rgbd.append(spec)
-    config["rgb"], config["rgbd"] = new_rgb, new_rgbd
+    config["rgb"] = new_rgb
+    config["rgbd"] = _relocate_specs(rgbd, lambda spec: parse_rgbd_spec(spec)["path"], sources, result)
+    if sequences:
+        from ssrl_plugin.sequence_io import parse_sequence_spec
+
+        config["sequences"] = _relocate_specs(sequences, lambda spec: parse_sequence_spec(spec)["path"], sources, result)
     return result
+
+
+def _relocate_specs(specs: list[str], path_of, sources: Sequence[str], result: Relocated) -> list[str]:
+    """``KIND:PATH[,options]`` specs with PATH relocated; a root found nowhere is recorded as missing. A sequence
+    spec's PATH may be one video file."""
+    out: list[str] = []
+    for spec in specs:
+        path = path_of(spec)
+        kind, rest = spec.split(":", 1)
+        options = rest.strip()[len(path):] if rest.strip().startswith(path) else ""
+        found = find_root(path, sources, want_file=os.path.splitext(path)[1].lower() in VIDEO_EXTS)
+        if found is None:
+            result.missing.append(_norm(path))
+            continue
+        if found != _norm(path):
+            result.moved[_norm(path)] = found
+            spec = f"{kind.strip()}:{found}{options}"
+        out.append(spec)
+    return out
 
 
 @dataclass
@@ -150,9 +165,14 @@ def find_sources(manifest_config: dict[str, Any], sources: Sequence[str] = ()) -
         from .pipeline import collect_sources
 
         pools = collect_sources(config)
-        refs = {r.id: r for r in pools.rgb + pools.rgbd}
+        refs = {r.id: r for r in pools.all_refs()}
     else:
-        for spec, discover in [(s, discover_rgb) for s in config.rgb] + [(s, discover_rgbd) for s in config.rgbd]:
+        specs = [(s, discover_rgb) for s in config.rgb] + [(s, discover_rgbd) for s in config.rgbd]
+        if config.sequences:
+            from ssrl_plugin.sequence_io import discover_sequences
+
+            specs += [(s, discover_sequences) for s in config.sequences]
+        for spec, discover in specs:
             try:
                 found, _skipped = discover(spec)
             except SourceError as exc:  # e.g. an unreadable list file: its sources are missing, said once

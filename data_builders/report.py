@@ -28,7 +28,7 @@ def account_inputs(pools: Pools, bad_sources: dict[str, str], split_stats: dict[
     discovery, unreadable at load), no sample (visited, every candidate rejected: the rejection reasons), or not
     needed (the build had its samples before visiting it). Returns (counts, skipped, no_sample)."""
     refs: dict[str, SourceRef] = {}
-    for ref in (*pools.rgbd, *pools.rgb):  # a source in both pools (RGB tasks on RGB-D images) counts once
+    for ref in (*pools.rgbd, *pools.rgb, *pools.sequences):  # a source in both pools (RGB tasks on RGB-D images) counts once
         refs.setdefault(ref.id, ref)
     made: Counter = Counter()
     fruitless: dict[str, Counter] = defaultdict(Counter)
@@ -93,8 +93,10 @@ def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], first_va
             "rgb": len(pools.rgb),
             "rgbd": len(pools.rgbd),
             "rgb_tasks_use_rgbd_images": pools.rgb_from_rgbd,
+            "sequences": len(pools.sequences),
+            "posed_sequences": len(pools.get("posed")),
             "val_sources": len(val_ids),
-            "roots": {"rgb": list(config.rgb), "rgbd": list(config.rgbd)},
+            "roots": {"rgb": list(config.rgb), "rgbd": list(config.rgbd), "sequences": list(config.sequences)},
         },
         "splits": splits,
         "counts": counts,

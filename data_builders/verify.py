@@ -37,6 +37,7 @@ from ssrl_plugin.imaging import decode_image
 from ssrl_plugin.registry import Task, create_task, list_tasks
 from ssrl_plugin.sources import LoadOptions, SourceRef, load_source
 
+from . import task_hooks
 from .relocate import FoundSources, find_sources
 
 LAYOUTS = ("easyr1", "verl", "sft")
@@ -244,7 +245,7 @@ METADATA_CHECKS = {"shuffle": _check_shuffle, "flip": _check_flip, "crop": _chec
 
 def metadata_problems(task: str, answer: str, meta: dict) -> list[str]:
     """What can be checked without the source: the answer agrees with what the metadata records."""
-    check = METADATA_CHECKS.get(task)
+    check = METADATA_CHECKS.get(task) or task_hooks.hook(task, "check_metadata")
     if check is None:
         return []
     try:
@@ -261,6 +262,8 @@ def _init_worker(task_configs: dict[str, Any], load: dict[str, Any]) -> None:
 
 
 def _size(source: Any) -> int:
+    if not hasattr(source, "rgb"):  # an opened sequence: its index (decoded frames are bounded by its frame cache)
+        return 1 << 20
     n = source.rgb.nbytes * 2  # the array and the kept PIL decode
     if source.depth is not None:
         n += source.depth.values.nbytes + source.depth.valid.nbytes

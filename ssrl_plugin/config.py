@@ -29,11 +29,14 @@ class DemoConfig:
 
     num_rgb: int = 48
     num_rgbd: int = 48
+    num_sequences: int = 24  # rendered camera paths through demo rooms; used only when a sequence task is asked for
+    sequence_frames: int = 48  # frames per demo sequence
     width: int = 640
     height: int = 480
 
     def validate(self) -> None:
-        for key in ("num_rgb", "num_rgbd"):
+        check(2 <= self.sequence_frames <= 10_000, "demo.sequence_frames", f"must be in [2, 10000], got {self.sequence_frames}")
+        for key in ("num_rgb", "num_rgbd", "num_sequences"):
             check(0 <= getattr(self, key) <= 100_000, f"demo.{key}", f"must be in [0, 100000], got {getattr(self, key)}")
         for key in ("width", "height"):
             check(128 <= getattr(self, key) <= 4096, f"demo.{key}", f"must be in [128, 4096], got {getattr(self, key)}")
@@ -102,6 +105,7 @@ class BuildConfig:
     out: str = ""
     rgb: list[str] = field(default_factory=list)  # folders, globs or .txt lists of RGB images
     rgbd: list[str] = field(default_factory=list)  # KIND:PATH[,key=value...], KIND in diode, megadepth, pairs
+    sequences: list[str] = field(default_factory=list)  # KIND:PATH[,key=value...], KIND in video, frames, scannet, tum, posed
     tasks: list[str] = field(default_factory=list)  # empty: every task in `mix` whose input kind is available
     mix: dict[str, float] = field(default_factory=dict)  # task weights (normalised); empty = the paper's 81k mix
     task: dict[str, Any] = field(default_factory=dict)  # per-task config overrides, e.g. task.crop.size_frac=0.4
@@ -143,11 +147,17 @@ class BuildConfig:
         self.demo.validate()
         self.output.validate()
 
-    def weights(self) -> dict[str, float]:
+    def weights(self, sequences: bool = False) -> dict[str, float]:
         """Task → weight for the tasks to build: `tasks` (if given) weighted by `mix` (default: paper's mix);
-        a selected task without a weight gets the mean weight."""
+        a selected task without a weight gets the mean weight. With neither `tasks` nor `mix`, ``sequences`` (there
+        are sequence sources) adds every sequence task at the mean weight of the paper's mix."""
         base = dict(self.mix) or paper_mix()
         if not self.tasks:
+            if sequences and not self.mix:
+                from .paper import SEQUENCE_ORDER
+
+                mean = sum(base.values()) / len(base)
+                base.update(dict.fromkeys(SEQUENCE_ORDER, mean))
             return {t: w for t, w in base.items() if w > 0}
         mean = sum(base.values()) / len(base)
         return {t: base.get(t, mean) for t in self.tasks}

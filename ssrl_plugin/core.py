@@ -101,8 +101,19 @@ class Sample:
     answer: str
     metadata: dict[str, Any]
     options: dict[str, str] | None = None  # letter -> option text, for multiple-choice tasks
+    # The video form of the same question (sequence tasks that offer one, when configured): ``video_question`` holds
+    # one ``<video>`` placeholder per entry of ``videos``, each a clip of >= 2 frames; same answer and metadata.
+    videos: list[list[Image.Image]] | None = None
+    video_question: str | None = None
 
     def __post_init__(self):
         n = self.question.count("<image>")
         if n != len(self.images):
             raise ValueError(f"{self.task}: question has {n} <image> placeholders for {len(self.images)} images")
+        if (self.videos is None) != (self.video_question is None):
+            raise ValueError(f"{self.task}: videos and video_question come together")
+        if self.videos is not None:
+            n = self.video_question.count("<video>")  # type: ignore[union-attr]
+            if n != len(self.videos) or "<image>" in self.video_question or any(len(v) < 2 for v in self.videos):  # type: ignore[operator]
+                raise ValueError(f"{self.task}: video question has {n} <video> placeholders for {len(self.videos)} "
+                                 f"clips (each needs >= 2 frames, and no <image>)")

@@ -186,10 +186,11 @@ def _load_plugins() -> None:
 def list_tasks() -> list[str]:
     """Registered task names, built-ins first in the paper's order, then plugins alphabetically."""
     _load_plugins()
-    from .paper import BUILTIN_ORDER
+    from .paper import BUILTIN_ORDER, SEQUENCE_ORDER
 
-    builtins = [n for n in BUILTIN_ORDER if n in _REGISTRY]
-    return builtins + sorted(n for n in _REGISTRY if n not in BUILTIN_ORDER)
+    order = (*BUILTIN_ORDER, *SEQUENCE_ORDER)
+    builtins = [n for n in order if n in _REGISTRY]
+    return builtins + sorted(n for n in _REGISTRY if n not in order)
 
 
 def get_task_class(name: str) -> type[Task]:

@@ -100,7 +100,7 @@ __all__ = [
     "make_options", "parse_truth", "repetition_ratio", "score",
 ]
 
-TASKS = ("shuffle", "flip", "crop", "depth", "position")
+TASKS = ("shuffle", "flip", "crop", "depth", "position", "temporal_order", "camera_motion", "cross_view")
 KEYS = ("overall", "accuracy", "format", "hedged", "length_penalty", "repetition_penalty")
 
 MAX_BOXED = 16  # more \boxed than this in one response is degenerate output, never an answer

@@ -1,4 +1,4 @@
-"""Hand-written reward cases for the five tasks, the options, and the entry files loaded the way the trainers load them."""
+"""Hand-written reward cases for every task, the options, and the entry files loaded the way the trainers load them."""
 
 from __future__ import annotations
 
@@ -42,6 +42,9 @@ DEPTH = gt("depth", "3-1-2")
 POSITION = gt("position", "B", {"A": "Left", "B": "Front", "C": "Right", "D": "Back"})
 DIAGONAL = gt("position", "C", {"A": "Left-Front", "B": "Right-Front", "C": "Right-Back", "D": "Left-Back"})
 SHUFFLE16 = gt("shuffle", "15-0-14-1-13-2-12-3-11-4-10-5-9-6-8-7")
+TEMPORAL = gt("temporal_order", "3-1-4-2")
+MOTION = gt("camera_motion", "C", {"A": "move left", "B": "move forward", "C": "turn left", "D": "turn right"})
+CROSS = gt("cross_view", "D")
 
 CASES = [
     # shuffle: permutation of 0..K-1
@@ -137,6 +140,23 @@ CASES = [
     ("boxed without brace", "<think>x</think>\\boxed B", CROP, 0.0),
     ("no boxed", "<think>x</think>The answer is B.", CROP, 0.0),
     ("unknown latex", R("\\frac{1}{2}"), CROP, 0.0),
+    # sequence tasks: an order of 1..K (as depth), option words (as position), a letter (as crop)
+    ("temporal canonical", R("3-1-4-2"), TEMPORAL, 1.0),
+    ("temporal commas", R("3, 1, 4, 2"), TEMPORAL, 1.0),
+    ("temporal list", R("[3,1,4,2]"), TEMPORAL, 1.0),
+    ("temporal reversed", R("2-4-1-3"), TEMPORAL, 0.0),
+    ("temporal missing label", R("3-1-4"), TEMPORAL, 0.0),
+    ("temporal zero-based", R("2-0-3-1"), TEMPORAL, 0.0),
+    ("motion letter", R("C"), MOTION, 1.0),
+    ("motion letter and words", R("C. turn left"), MOTION, 1.0),
+    ("motion words alone", R("turn left"), MOTION, 1.0),
+    ("motion words reordered", R("Left turn"), MOTION, 1.0),
+    ("motion confusable words", R("move left"), MOTION, 0.0),
+    ("motion letter with other words", R("C. move left"), MOTION, 0.0),
+    ("cross letter", R("D"), CROSS, 1.0),
+    ("cross parenthesised", R("(D)"), CROSS, 1.0),
+    ("cross other letter", R("A"), CROSS, 0.0),
+    ("cross hedged", R("C or D"), CROSS, 0.0),
     ("boxed too long", R("B" + " " * 300), CROP, 0.0),
     ("boxed invalid earlier", "<think>x</think>\\boxed{maybe A} then \\boxed{B}", CROP, 0.0),
 ]
@@ -231,6 +251,10 @@ def test_require_format():
     (R("0-2-3-1-4"), SHUFFLE, 0.0),
     (R("3-1"), FLIP, 0.0),  # flip is not a permutation
     (R("0-3-2-1 or 0-2-3-1"), SHUFFLE, 0.0),
+    (R("3-1-2-4"), TEMPORAL, 0.5),  # temporal order: the first two frames right
+    (R("3-4-1-2"), TEMPORAL, 0.5),
+    (R("1-3-4-2"), TEMPORAL, 0.5),
+    (R("3-1-4-4"), TEMPORAL, 0.0),  # a label twice: no credit
 ])
 def test_partial_credit(response, truth, expected):
     assert score(response, truth, partial_credit=True)["accuracy"] == pytest.approx(expected)
