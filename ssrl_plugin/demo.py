@@ -7,6 +7,9 @@ Two kinds of source, both rendered from nothing but their index:
 - ``rgbd``: a ray-cast 3-D room (textured ground, walls, optional open sky) holding 3-6 boxes and spheres at
   clearly different distances, with EXACT metric z-depth from the same ray hits that coloured the pixels.
 
+Posed sequences of such rooms along camera paths (same renderer, see :func:`render_view`) live in
+:mod:`ssrl_plugin.demo_sequence`.
+
 Determinism: every draw comes from a PCG64 generator keyed (through sha256, see :mod:`ssrl_plugin.seeding`)
 by ``("demo", kind, index, purpose)``, never global state. Per-pixel maths uses only + - * / sqrt floor
 min/max and comparisons, which IEEE 754 rounds exactly the same everywhere; no transcendental functions
