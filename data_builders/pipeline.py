@@ -35,12 +35,12 @@ from ssrl_plugin.sources import POOLS, SourceRef, absolute_rgb_spec, absolute_rg
 
 from .checkpoint import ROWS_LOG, STATE_FILE, load_state, new_state, save_state
 from .executor import Executor
-from .records import Record
+from .records import VIDEO_LAYOUTS, Record
 from .report import make_manifest
 from .writers import DatasetWriter
 
 SPLITS = ("val", "train")  # validation first: its failed sources are replaced from the training side
-OUTPUT_ENTRIES = ("easyr1", "verl", "sft", "images", "manifest.json", "manifest.json.tmp", STATE_FILE,
+OUTPUT_ENTRIES = ("easyr1", "verl", "easyr1_video", "verl_video", "sft", "images", "manifest.json", "manifest.json.tmp", STATE_FILE,
                   STATE_FILE + ".tmp", *(ROWS_LOG.format(split=s) for s in SPLITS))
 CHECKPOINT_EVERY_S = 2.0  # besides every closed shard; any checkpoint resumes to the same bytes
 MAX_VAL_ROUNDS = 16
@@ -431,10 +431,12 @@ def failed_output(exc: OSError, out: Path) -> str:
     for split in (s for s in SPLITS if s not in state.get("done", [])):
         writer = (state.get("writer") or {}) if state.get("current") == split else {}
         closed = writer.get("base", {}).get("shards", {})
+        video_closed = writer.get("base", {}).get("video_shards", {})
         try:
-            for fmt in ("easyr1", "verl"):
-                keep = set(closed.get(fmt, []))
-                for path in (out / fmt).glob(f"{split}-*.parquet*"):
+            for fmt, folder, keep in [*((f, f, closed) for f in ("easyr1", "verl")),
+                                      *((f, VIDEO_LAYOUTS[f], video_closed) for f in ("easyr1", "verl"))]:
+                keep = set(keep.get(fmt, []))
+                for path in (out / folder).glob(f"{split}-*.parquet*"):
                     if path.name not in keep:
                         path.unlink()
             log = out / ROWS_LOG.format(split=split)

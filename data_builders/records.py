@@ -6,8 +6,9 @@ options are words): EasyR1 passes only this column to the reward, so the task ha
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -54,6 +55,8 @@ class Record:
     source_id: str
     level: int = 0  # difficulty level (the ``difficulty`` column); 0 when built without levels (a null would break
     # torch's default_collate in trainers that pass extra columns through)
+    videos: list[list[bytes]] | None = None  # the video form: encoded frames of each clip
+    video_question: str | None = None
 
 
 def sample_id(candidate: Candidate) -> str:
@@ -76,6 +79,9 @@ def encode(sample: Sample, candidate: Candidate, image_format: str, jpeg_quality
         image_ext=EXTENSIONS[image_format],
         source_id=candidate.source.id,
         level=(sample.metadata.get("difficulty") or {}).get("level") or 0,
+        videos=[[encode_image(im, image_format, jpeg_quality) for im in clip] for clip in sample.videos]
+        if sample.videos is not None else None,
+        video_question=sample.video_question,
     )
 
 
@@ -112,6 +118,38 @@ def verl_schema(embedded: bool) -> pa.Schema:
             ("variant", pa.string()), ("answer", pa.string()), ("metadata", pa.string()), ("difficulty", pa.int64()),
         ])),
     ])
+
+
+VIDEO_LAYOUTS = {"easyr1": "easyr1_video", "verl": "verl_video"}
+MIME = {"jpg": "image/jpeg", "png": "image/png"}
+
+
+def video_column() -> pa.DataType:
+    """One entry per ``<video>``: the clip's frames as ``data:`` URIs. That is the one frame form both trainers
+    read embedded: qwen_vl_utils' ``fetch_video`` takes a list of frames (no video decoder needed), and its
+    ``fetch_image`` decodes ``data:image/...;base64`` strings; EasyR1 passes a list through unchanged."""
+    return pa.list_(pa.list_(pa.string()))
+
+
+def video_frames(rec: Record) -> list[list[str]]:
+    mime = MIME[rec.image_ext]
+    return [[f"data:{mime};base64,{base64.b64encode(b).decode('ascii')}" for b in clip] for clip in rec.videos or []]
+
+
+def video_schema(fmt: str) -> pa.Schema:
+    """The image layout's schema with ``videos`` in place of ``images``."""
+    schema = easyr1_schema(True) if fmt == "easyr1" else verl_schema(True)
+    i = schema.get_field_index("images")
+    return schema.set(i, pa.field("videos", video_column()))
+
+
+def video_row(fmt: str, rec: Record, index: int, instruction: str, enabled: bool) -> dict[str, Any]:
+    """The video form of ``rec`` for ``fmt`` (``rec.videos`` must be set)."""
+    as_video = replace(rec, question=rec.video_question or "")
+    row = easyr1_row(as_video, [], instruction, enabled) if fmt == "easyr1" else verl_row(as_video, [], index, instruction, enabled)
+    del row["images"]
+    row["videos"] = video_frames(rec)
+    return row
 
 
 def easyr1_row(rec: Record, images: list, instruction: str, enabled: bool) -> dict[str, Any]:

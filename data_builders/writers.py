@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from ssrl_plugin.config import OutputConfig
 
 from .checkpoint import ROWS_LOG, RowsLog
-from .records import Record, easyr1_row, easyr1_schema, verl_row, verl_schema, with_split_rows
+from .records import (VIDEO_LAYOUTS, Record, easyr1_row, easyr1_schema, verl_row, verl_schema, video_row, video_schema,
+                      with_split_rows)
 from .sft import SftWriter
 
 ROW_GROUP = 256
@@ -71,6 +72,14 @@ class ShardWriter:
             if self._rows_in_shard >= self.shard_size:
                 self._writer.close()
                 self._writer, self._rows_in_shard = None, 0
+
+    def cut(self) -> None:
+        """Close the open shard now (however few rows it has): the video layouts cut theirs where the image layouts
+        close one, so a checkpoint never leaves rows of theirs outside both the closed shards and the row log."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer, self._rows_in_shard = None, 0
 
     def closed(self) -> list[str]:
         """Names of the shards already closed: what survives an interruption."""
@@ -146,6 +155,10 @@ class DatasetWriter:
             (out / fmt).mkdir(parents=True, exist_ok=True)
             schema = easyr1_schema(embedded) if fmt == "easyr1" else verl_schema(embedded)
             self.writers[fmt] = ShardWriter(out / fmt, split, schema, output.shard_size)
+        self.video_writers: dict[str, ShardWriter] = {}
+        for fmt in (f for f in output.formats if f in VIDEO_LAYOUTS and output.videos):
+            (out / VIDEO_LAYOUTS[fmt]).mkdir(parents=True, exist_ok=True)
+            self.video_writers[fmt] = ShardWriter(out / VIDEO_LAYOUTS[fmt], split, video_schema(fmt), output.shard_size)
         if state is None:
             self._clear()
         base = state["base"] if state else None
@@ -160,7 +173,7 @@ class DatasetWriter:
 
     def _clear(self) -> None:
         """A fresh split: whatever an earlier, interrupted attempt wrote for it goes."""
-        for fmt in self.writers:
+        for fmt in [*self.writers, *(VIDEO_LAYOUTS[f] for f in self.video_writers)]:
             for path in (self.out / fmt).glob(f"{self.split}-*.parquet*"):
                 path.unlink()
         for folder in (self.out / "images" / self.split, self.out / "sft" / "images" / self.split):
@@ -196,9 +209,16 @@ class DatasetWriter:
             self.writers["easyr1"].write(easyr1_row(rec, images, o.instruction, o.easyr1_instruction))
         if "verl" in self.writers:
             self.writers["verl"].write(verl_row(rec, images, self.count, o.instruction, o.verl_instruction))
+        if rec.videos is not None:
+            for fmt, writer in self.video_writers.items():
+                enabled = o.easyr1_instruction if fmt == "easyr1" else o.verl_instruction
+                writer.write(video_row(fmt, rec, self.count, o.instruction, enabled))
         if self.sft is not None:
             self.sft.write(rec)
         self.count += 1
+        if self.at_shard_boundary():
+            for writer in self.video_writers.values():
+                writer.cut()
 
     def at_shard_boundary(self) -> bool:
         """True right after the row that completed a shard: every parquet file is closed."""
@@ -206,6 +226,7 @@ class DatasetWriter:
 
     def _boundary_state(self) -> dict[str, Any]:
         return {"count": self.count, "shards": {f: w.closed() for f, w in self.writers.items()},
+                "video_shards": {f: w.closed() for f, w in self.video_writers.items()},
                 "sft": self.sft.state() if self.sft is not None else None}
 
     def state(self) -> dict[str, Any]:
@@ -226,6 +247,8 @@ class DatasetWriter:
         self.count = base["count"]
         for fmt, w in self.writers.items():
             w.restore(base["shards"][fmt])
+        for fmt, w in self.video_writers.items():
+            w.restore(base.get("video_shards", {}).get(fmt, []))
         if not self.output.embed_images:
             for path in (self.out / "images" / self.split).glob("*"):
                 if int(path.name.split("_")[0]) >= self.count:
@@ -245,9 +268,9 @@ class DatasetWriter:
                 task = json.loads(gt)["task"]
                 return with_split_rows(gt, real[task], total)
 
-            for w in self.writers.values():
+            for w in [*self.writers.values(), *self.video_writers.values()]:
                 w.rewrite_ground_truths(fix)
-        files = [p for w in self.writers.values() for p in w.close()]
+        files = [p for w in [*self.writers.values(), *self.video_writers.values()] for p in w.close()]
         files += self.sft.close() if self.sft is not None else []
         return files
 

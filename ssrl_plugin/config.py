@@ -52,6 +52,9 @@ class OutputConfig:
     instruction: str = DEFAULT_INSTRUCTION
     easyr1_instruction: bool = False  # EasyR1 adds it with data.format_prompt (a jinja file)
     verl_instruction: bool = True  # verl has no format prompt: the instruction goes into the prompt
+    # Also write easyr1_video/ and verl_video/: the video form (``<video>`` prompts, clips of frames) of the sequence
+    # tasks that offer one; it turns their ``videos`` option on. The image layouts are written as always.
+    videos: bool = False
 
     def validate(self) -> None:
         check(len(self.formats) > 0, "output.formats", "needs at least one of " + ", ".join(FORMATS))
@@ -163,8 +166,14 @@ class BuildConfig:
         return {t: base.get(t, mean) for t in self.tasks}
 
     def task_config(self, name: str) -> dict[str, Any]:
-        """The config of one task: ``task.<name>`` over the global ``level``."""
+        """The config of one task: ``task.<name>`` over the global ``level`` (and ``output.videos`` for tasks with a
+        video form)."""
         own = dict(self.task.get(name) or {})
+        if self.output.videos and "videos" not in own:
+            from .registry import get_task_class
+
+            if "videos" in {f.name for f in dataclasses.fields(get_task_class(name).config_cls)}:
+                own["videos"] = True
         return {"level": self.level, **own} if self.level is not None else own
 
     def curriculum_plan(self) -> Curriculum | None:
