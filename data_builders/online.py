@@ -65,7 +65,7 @@ from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import rng_for
 from ssrl_plugin.sources import SourceRef, load_source
 
-from .pipeline import Pools, active_tasks, collect_sources, largest_remainder, split_sources
+from .pipeline import Pools, active_tasks, collect_sources, largest_remainder, pools_with, split_sources
 from .records import Record, encode, verl_row
 
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "val"}
@@ -129,11 +129,7 @@ def split_pools(config: BuildConfig, pools: Pools) -> tuple[dict[str, dict[str, 
     val_ids = split_sources(config.seed, pools, config.val_fraction)
     if round(config.num_samples * config.val_fraction) == 0:
         val_ids = set()
-    by_split = {
-        s: {"rgb": [r for r in pools.rgb if (r.id in val_ids) == (s == "val")],
-            "rgbd": [r for r in pools.rgbd if (r.id in val_ids) == (s == "val")]}
-        for s in ("train", "val")
-    }
+    by_split = {s: pools_with(pools, val_ids, s == "val") for s in ("train", "val")}
     n_val = round(config.num_samples * config.val_fraction) if any(by_split["val"].values()) else 0
     return by_split, {"train": config.num_samples - n_val, "val": n_val}
 
@@ -155,7 +151,7 @@ class OnlineRows:
             raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
         self.config, self.split = config, split
         pools = collect_sources(config)
-        if not pools.rgb and not pools.rgbd:
+        if not pools.all_refs():
             raise ConfigError("no usable source images found" + "".join(f"; {p}: {r}" for p, r in pools.skipped[:3]))
         tasks = active_tasks(config, pools)
         by_split, sizes = split_pools(config, pools)
@@ -167,7 +163,7 @@ class OnlineRows:
         self.task_pool: dict[str, str] = {}
         self.num_slots: dict[str, int] = {}
         for name, (task, weight) in tasks.items():
-            pool = "rgbd" if task.needs_depth else "rgb"
+            pool = task.input_pool()
             weights[name] = weight if self.pools[pool] else 0.0
             self.task_config[name] = config.task_config(name)
             self.task_pool[name] = pool
