@@ -4,8 +4,9 @@
 :func:`discover_sequences` (picklable :class:`~ssrl_plugin.sources.SourceRef` objects, ``scheme="sequence"``);
 :func:`open_sequence` turns a ref into a :class:`~ssrl_plugin.sequence.Sequence` that holds only the index (file
 lists, timestamps, poses, intrinsics; for a video the timestamp of every frame, read by demuxing) and decodes a
-frame only when a task asks for it. Readers: :mod:`ssrl_plugin.sequence_video` (videos) and
-:mod:`ssrl_plugin.sequence_layouts` (frames, scannet, tum, posed).
+frame only when a task asks for it. Readers: :mod:`ssrl_plugin.sequence_video` (videos),
+:mod:`ssrl_plugin.sequence_layouts` (frames, scannet, tum, posed; their index files are parsed by
+:mod:`ssrl_plugin.sequence_index`); writers of every layout: :mod:`ssrl_plugin.sequence_export`.
 
 Options of every KIND (applied in this order, on the sequence's own timeline):
 

@@ -15,6 +15,7 @@ in which case it keeps decoding forward; it never decodes the whole stream. A se
 from __future__ import annotations
 
 import os
+import weakref
 from fractions import Fraction
 
 import numpy as np
@@ -94,15 +95,22 @@ class VideoSequence(Sequence):
         self.id, self.path, self.opts = ref.id, ref.rgb_path, opts
         container = _open(self.path)
         try:
-            stream = container.streams.video[0]
-            self._stream_index = stream.index
-            self._time_base = stream.time_base or Fraction(1, 90000)
-            pts, keys, bytes_digest, first = self._demux(container, stream)
-            declared = int(stream.frames or 0)
-            stream_duration, container_duration = stream.duration, container.duration
-            n_streams, codec = len(container.streams), stream.codec_context.name
-        finally:
+            self._index(container, options)
+        except BaseException:
             container.close()
+            raise
+        # kept open for _decode (a build decodes several sets of frames per opened sequence); closed when the
+        # sequence is collected or by close()
+        self._keep(container)
+
+    def _index(self, container, options: dict) -> None:
+        stream = container.streams.video[0]
+        self._stream_index = stream.index
+        self._time_base = stream.time_base or Fraction(1, 90000)
+        pts, keys, bytes_digest, first = self._demux(container, stream)
+        declared = int(stream.frames or 0)
+        stream_duration, container_duration = stream.duration, container.duration
+        n_streams, codec = len(container.streams), stream.codec_context.name
         if first is None:
             raise SourceError(f"{self.path}: no frame could be decoded")
         pts_arr = np.asarray(pts, np.int64)
@@ -124,7 +132,7 @@ class VideoSequence(Sequence):
         w0, h0 = first.width, first.height
         if self._quarter_turns % 2:
             w0, h0 = h0, w0
-        self.width, self.height = target_size(w0, h0, opts, self.path)
+        self.width, self.height = target_size(w0, h0, self.opts, self.path)
         self.intrinsics = None
         self.has_depth = False
         native_fps = (len(native) - 1) / seconds[-1] if seconds[-1] > 0 else 0.0
@@ -139,6 +147,23 @@ class VideoSequence(Sequence):
         h.update(repr(sorted((k, _canon(v)) for k, v in options.items())).encode())
         h.update(f"{self.width}x{self.height}".encode())
         self.digest = digest_text(h)
+        self._first = first if int(first.pts if first.pts is not None else -1) == int(self._pts[0]) else None
+
+    def _keep(self, container) -> None:
+        self._av, self._av_state = container, {"it": None, "pos": None}
+        self._av_closer = weakref.finalize(self, container.close)
+
+    def close(self) -> None:
+        """Close the video file (reopened on the next decode)."""
+        closer = self.__dict__.pop("_av_closer", None)
+        self.__dict__.pop("_av", None)
+        if closer is not None:
+            closer()
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_av", "_av_state", "_av_closer", "_first")}
+        state["_first"] = None
+        return state
 
     def _demux(self, container, stream):
         """(pts per packet, keyframe flags, packet-bytes digest, first decoded frame) in one read of the file."""
@@ -192,20 +217,24 @@ class VideoSequence(Sequence):
 
     def _decode(self, indices: list[int]):
         targets = [int(self._pts[i]) for i in indices]
-        container = _open(self.path)
+        if self.__dict__.get("_av") is None:
+            self._keep(_open(self.path))
+        container, state = self._av, self._av_state
         out = []
         try:
             stream = container.streams.video[self._stream_index]
-            state = {"it": None, "pos": None}
             for t in targets:
-                rgb = self._deliver(self._grab(container, stream, t, state))
+                if self._first is not None and t == self._pts[0]:
+                    frame = self._first  # decoded at open for its rotation
+                else:
+                    frame = self._grab(container, stream, t, state)
+                rgb = self._deliver(frame)
                 out.append((rgb, None, frame_digest(rgb)))
-        except SourceError:
-            raise
-        except Exception as e:  # noqa: BLE001 - av.error.* while decoding damaged data
+        except BaseException as e:
+            self.close()  # the decoder state is unknown after an error: reopen next time
+            if isinstance(e, SourceError) or not isinstance(e, Exception):
+                raise
             raise SourceError(f"{self.path}: cannot decode video ({_short(e)})") from None
-        finally:
-            container.close()
         return out
 
     def _grab(self, container, stream, t: int, state: dict):

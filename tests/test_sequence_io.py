@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -23,7 +24,7 @@ from ssrl_plugin.sequence_io import (  # noqa: E402
     parse_sequence_spec,
     sample_indices,
 )
-from ssrl_plugin.sequence_layouts import tum_pose_at  # noqa: E402
+from ssrl_plugin.sequence_index import tum_pose_at  # noqa: E402
 from ssrl_plugin.sources import LoadOptions, load_source  # noqa: E402
 
 OPTS = LoadOptions(min_side=32, max_side=0)
@@ -201,6 +202,11 @@ def test_video_determinism_and_sampling(tmp_path):
     for x, y in zip(fa, [fb[1], fb[2], fb[0]]):
         assert np.array_equal(x.rgb, y.rgb) and x.source.digest == y.source.digest
     assert load_source(ref, OPTS).digest == a.digest  # sources.py dispatches sequence refs here
+    a.close()  # the kept-open file is reopened on demand, and a pickled sequence opens its own
+    c = pickle.loads(pickle.dumps(b))
+    for seq in (a, c):
+        seq._cache().clear()
+        assert [f.source.digest for f in seq.frames([17, 4])] == [fa[1].source.digest, fa[0].source.digest]
     every3 = open_sequence(only_ref(f"video:{path},fps=10")[0], OPTS)
     assert len(every3) == 10 and every3.digest != a.digest
     np.testing.assert_allclose(every3.timestamps, np.arange(10) * 0.1, atol=1e-6)
