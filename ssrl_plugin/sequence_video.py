@@ -107,7 +107,7 @@ class VideoSequence(Sequence):
         stream = container.streams.video[0]
         self._stream_index = stream.index
         self._time_base = stream.time_base or Fraction(1, 90000)
-        pts, keys, bytes_digest, first = self._demux(container, stream)
+        pts, keys, discard, bytes_digest, first = self._demux(container, stream)
         declared = int(stream.frames or 0)
         stream_duration, container_duration = stream.duration, container.duration
         n_streams, codec = len(container.streams), stream.codec_context.name
@@ -119,7 +119,10 @@ class VideoSequence(Sequence):
             raise SourceError(f"{self.path}: no keyframe in the video stream")
         if declared and len(pts) < declared:
             raise SourceError(f"{self.path}: truncated video ({len(pts)} of {declared} frames readable)")
-        native = np.unique(pts_arr[pts_arr >= key_arr[0]])  # frames before the first keyframe cannot be decoded
+        shown = np.delete(pts_arr, discard)
+        native = np.unique(shown[shown >= key_arr[0]])  # frames before the first keyframe cannot be decoded
+        if len(native) == 0:
+            raise SourceError(f"{self.path}: no frame to show (every packet is discarded by the edit list)")
         tb = float(self._time_base)
         seconds = (native - native[0]).astype(np.float64) * tb
         if not declared:  # Matroska / WebM: no frame count in the header, but a duration
@@ -139,7 +142,7 @@ class VideoSequence(Sequence):
         self.info = {"layout": "video", "path": self.path, "codec": codec, "orig_size": [w0, h0],
                      "size": [self.width, self.height], "rotation": rotation, "time_base": str(self._time_base),
                      "native_frames": int(len(native)), "native_fps": round(native_fps, 6),
-                     "duplicate_pts": int(len(pts) - len(np.unique(pts_arr))),
+                     "duplicate_pts": int(len(pts) - len(np.unique(pts_arr))), "discarded": len(discard),
                      "sampling": {k: v for k, v in options.items()}}
         h = xxhash.xxh3_128(b"video\0")
         h.update(bytes_digest)
@@ -172,6 +175,7 @@ class VideoSequence(Sequence):
         h = xxhash.xxh3_128()
         first = None
         seen_key = False
+        discard: list[int] = []
         try:
             for pkt in container.demux(stream):
                 if pkt.size == 0:  # the end-of-stream flush packet
@@ -181,6 +185,8 @@ class VideoSequence(Sequence):
                     raise SourceError(f"{self.path}: packets without timestamps (cannot seek)")
                 pts.append(int(ts))
                 keys.append(bool(pkt.is_keyframe))
+                if pkt.is_discard:  # outside an edit list: decoded as a reference, never shown
+                    discard.append(len(pts) - 1)
                 h.update(memoryview(pkt))
                 seen_key = seen_key or keys[-1]
                 if first is None and seen_key:  # packets before the first keyframe cannot be decoded
@@ -193,7 +199,7 @@ class VideoSequence(Sequence):
             raise
         except Exception as e:  # noqa: BLE001 - av.error.* on damaged data
             raise SourceError(f"{self.path}: cannot read video ({_short(e)})") from None
-        return pts, keys, h.digest(), first
+        return pts, keys, discard, h.digest(), first
 
     def _check_truncated(self, seconds, stream_duration, container_duration, n_streams) -> None:
         """A file cut short keeps its header's duration (Matroska, WebM) while its packets stop early."""

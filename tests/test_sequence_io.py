@@ -429,3 +429,25 @@ def test_layout_determinism_and_digests(tmp_path):
     poses = tmp_path / "p" / "s" / "poses.txt"
     poses.write_text(poses.read_text().replace("0.0 ", "0.0  ", 1))  # same numbers, other text: index changed
     assert open_sequence(ref, OPTS).digest != a.digest
+
+
+def test_layout_variants(tmp_path):
+    seq = array_sequence(4)
+    tum = tmp_path / "tum" / "s"
+    write_tum(seq, tum)
+    (tum / "groundtruth.txt").unlink()
+    ref = only_ref(f"tum:{tmp_path / 'tum'}")[0]
+    assert ref.pool == "video" and ref.depth_format is None  # no groundtruth: frames only
+    got = open_sequence(ref, OPTS)
+    assert not got.has_depth and got.frame(1).depth is None and got.pose(1) is None
+    posed = tmp_path / "posed" / "s"
+    write_layout("posed", seq, posed)
+    lines = (posed / "poses.txt").read_text().splitlines()
+    lines[1:] = [" ".join(line.split()[:14]) for line in lines[1:]]  # 12 numbers: the top three rows
+    (posed / "poses.txt").write_text("\n".join(lines) + "\n")
+    got = open_sequence(only_ref(f"posed:{tmp_path / 'posed'}")[0], OPTS)
+    assert all(np.abs(got.pose(i) - seq.pose(i)).max() < 1e-12 for i in range(4))
+    np.save(posed / "depth" / "000001.npy", np.ones((120, 160), np.float32))
+    (posed / "depth" / "000001.png").unlink()
+    refs, skipped = discover_sequences(f"posed:{tmp_path / 'posed'}")
+    assert refs == [] and "mixed depth formats" in dict(skipped)[str(posed / "depth")]
