@@ -137,12 +137,13 @@ class Sequence(abc.ABC):
                 src = Source(id=f"{self.id}#{i}", rgb=rgb, digest=digest, depth=depth,
                              info={"frame_index": i, "timestamp": float(self.timestamps[i])})
                 cache[i] = Frame(i, float(self.timestamps[i]), src, self.pose(i), self.intrinsics)
-                while len(cache) > FRAME_CACHE:
-                    cache.popitem(last=False)
         out = []
         for i in wanted:
             cache.move_to_end(i)
             out.append(cache[i])
+        # evict only now: evicting while the missing frames went in could drop a wanted frame that was cached
+        while len(cache) > FRAME_CACHE:
+            cache.popitem(last=False)
         return out
 
     def frame(self, index: int) -> Frame:
