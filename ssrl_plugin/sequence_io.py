@@ -148,15 +148,6 @@ def ref_options(ref: SourceRef) -> tuple[str, dict]:
     return kind, out
 
 
-def absolute_sequence_spec(spec: str) -> str:
-    """``KIND:PATH[,key=value...]`` with PATH made absolute (options kept as given)."""
-    cfg = parse_sequence_spec(spec)
-    kind, rest = spec.split(":", 1)
-    rest = rest.strip()
-    options = rest[len(cfg["path"]):] if rest.startswith(cfg["path"]) else ""
-    return f"{kind.strip()}:{os.path.abspath(os.path.expanduser(cfg['path']))}{options}"
-
-
 # --------------------------------------------------------------------------------------------------- sampling
 
 def sample_indices(timestamps: np.ndarray, options: dict) -> np.ndarray:

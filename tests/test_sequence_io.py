@@ -283,6 +283,7 @@ def test_scannet_colour_larger_than_depth(tmp_path):
     (scene / "scene0000_00.sens").write_bytes(b"raw")
     ref, skipped = only_ref(f"scannet:{tmp_path / 'scans'}")
     assert skipped == [(str(scene / "scene0000_00.sens"), skipped[0][1])] and "ScanNet scene" in skipped[0][1]
+    assert only_ref(f"scannet:{scene}")[0].id == "scans/scene0000_00"  # PATH is the scene itself: same id
     got = open_sequence(ref, OPTS)
     assert (got.width, got.height) == (160, 120) and got.info["orig_size"] == [320, 240]
     check_round_trip(seq, got, pixels_exact=False, depth_tol=0.0005 + 1e-6, rgb_tol=6.0)
@@ -451,3 +452,22 @@ def test_layout_variants(tmp_path):
     (posed / "depth" / "000001.png").unlink()
     refs, skipped = discover_sequences(f"posed:{tmp_path / 'posed'}")
     assert refs == [] and "mixed depth formats" in dict(skipped)[str(posed / "depth")]
+
+
+def test_demo_sequence_exports_to_every_layout(tmp_path):
+    from ssrl_plugin.demo_sequence import demo_sequence_refs, load_demo_sequence
+
+    seq = load_demo_sequence(demo_sequence_refs(1, 160, 120, frames=4)[0], OPTS)
+    for kind in ("posed", "scannet", "tum", "frames", "video"):
+        path = write_layout(kind, seq, tmp_path / kind / "s") if kind in ("posed", "scannet", "tum") else None
+        if kind == "frames":
+            path = tmp_path / kind / "s"
+            write_frames(seq, path)
+        elif kind == "video":
+            path = tmp_path / "clip.mkv"
+            write_video([f.rgb for f in seq.frames(range(4))], path, fps=10)
+        got = open_sequence(only_ref(f"{kind}:{path if kind == 'video' else tmp_path / kind}")[0], OPTS)
+        assert len(got) == 4 and (got.width, got.height) == (160, 120)
+        if kind in ("posed", "scannet", "tum"):
+            assert all(np.abs(got.pose(i) - seq.pose(i)).max() < 1e-6 for i in range(4))
+            np.testing.assert_allclose(got.intrinsics.matrix(), seq.intrinsics.matrix(), atol=1e-9)
