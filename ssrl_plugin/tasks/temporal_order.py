@@ -45,9 +45,12 @@ the anchor equally often; the other labels are placed on the later items by a se
 every rank equally often in expectation (K! slots, one per answer, is 40,320 at K = 8: too many to cycle).
 
 No shortcut by design: the labels carry no order (anchor balanced by slot, the rest shuffled), nothing drawn or
-encoded differs between items, and the chosen frames are uniform along the sequence, so blind statistics of a frame
-(brightness, sharpness, JPEG size) only order the items where the content itself drifts in time (exposure drift or
-motion blur of a real camera): ``data_builders/task_hooks/temporal_order.py`` measures exactly these.
+encoded differs between items, and the chains are drawn uniformly along the sequence. A statistic of a frame
+(brightness, sharpness, JPEG size) still drifts smoothly with the content over a second or two, so it orders the items
+up to direction: continuity seen through a keyhole (a one-pixel thumbnail), which the audit reports as reference.
+What would be a shortcut is a drift that runs the same way in every video (exposure, motion blur, encoder quality, a
+camera that always moves forward): ``data_builders/task_hooks/temporal_order.py`` counts it (each statistic sorted in
+the direction fitted on other sources against a coin-flip direction; a time-arrow test without an anchor).
 
 Difficulty levels (:attr:`TemporalOrderTask.levels`) widen the gaps (less overlap between consecutive items) and move
 a band of the margin down (more nearly-as-cheap orders); ``difficulty`` measures the margin and the gaps. Video form
