@@ -69,11 +69,12 @@ class Pools:
         return [*self.rgb, *self.rgbd, *self.sequences]
 
 
-def sequence_tasks_wanted(config: BuildConfig) -> bool:
+def wanted_pools(config: BuildConfig) -> set[str]:
+    """The pools the tasks asked for draw from (unknown task names are left to the config's own error)."""
     from ssrl_plugin.registry import get_task_class, list_tasks
 
     known = set(list_tasks())
-    return any(get_task_class(t).input_pool() in ("video", "posed") for t in config.weights() if t in known)
+    return {get_task_class(t).input_pool() for t in config.weights() if t in known}
 
 
 def collect_sources(config: BuildConfig) -> Pools:
@@ -83,9 +84,12 @@ def collect_sources(config: BuildConfig) -> Pools:
     if not config.rgb and not config.rgbd and not config.sequences:
         from ssrl_plugin.demo import demo_refs
 
-        refs = demo_refs(config.demo.num_rgb, config.demo.num_rgbd, config.demo.width, config.demo.height)
+        wanted = wanted_pools(config)
+        images = bool(wanted & {"rgb", "rgbd"})  # a sequence-only build lists no demo images among its inputs
+        refs = demo_refs(config.demo.num_rgb if images else 0, config.demo.num_rgbd if images else 0,
+                         config.demo.width, config.demo.height)
         sequences = []
-        if sequence_tasks_wanted(config):
+        if wanted & {"video", "posed"}:
             from ssrl_plugin.demo_sequence import demo_sequence_refs
 
             sequences = demo_sequence_refs(config.demo.num_sequences, config.demo.width, config.demo.height,

@@ -24,6 +24,8 @@ def composite(sample: Sample, height: int = 240, caption_px: int = 18) -> Image.
         sheet.paste(im, (x, 0))
         x += im.width + gap
     caption = f"{sample.task} ({sample.variant}): answer {sample.answer}"
+    if sample.options and sample.task == "camera_motion":
+        caption += f" = {sample.options.get(sample.answer, '?')}"
     if sample.options and sample.task == "position":
         caption += "  [" + ", ".join(f"{k}. {v}" for k, v in sorted(sample.options.items())) + "]"
     ImageDraw.Draw(sheet).text((4, height + caption_px // 2), caption, font=font(caption_px), fill="black")
@@ -34,7 +36,13 @@ def first_sample(task_name: str, seed: int) -> Sample:
     from .demo import demo_refs
 
     task = create_task(task_name)
-    refs = [r for r in demo_refs(8, 8) if r.has_depth == task.needs_depth]
+    pool = task.input_pool()
+    if pool in ("video", "posed"):
+        from .demo_sequence import demo_sequence_refs
+
+        refs = demo_sequence_refs(8)
+    else:
+        refs = [r for r in demo_refs(8, 8) if r.pool == pool]
     dataset = ProceduralDataset(task, refs, seed=seed, size=len(refs))
     for i in range(len(dataset)):
         try:

@@ -19,7 +19,7 @@ from ssrl_plugin import registry
 from data_builders.cli import main
 from ssrl_plugin.config import load_config, paper_mix
 from ssrl_plugin.errors import ConfigError
-from ssrl_plugin.paper import BUILTIN_ORDER
+from ssrl_plugin.paper import BUILTIN_ORDER, SEQUENCE_ORDER
 
 PLUGIN = "ssrl_toy_plugin"
 TASK = "halves"
@@ -134,7 +134,7 @@ def build_argv(out: Path, tasks: str, n: int, *extra: str) -> list[str]:
 
 def test_plugin_is_listed_after_the_builtins(plugin_site):
     names = registry.list_tasks()
-    assert names == [*BUILTIN_ORDER, TASK]
+    assert names == [*BUILTIN_ORDER, *SEQUENCE_ORDER, TASK]
     cls = registry.get_task_class(TASK)
     assert cls.__module__ == f"{PLUGIN}.tasks" and issubclass(cls, registry.Task)
     task = registry.create_task(TASK, min_gap=2.0)
@@ -157,7 +157,7 @@ def test_ssrl_tasks_prints_plugin(plugin_site, capsys):
     assert "rgb" in line and "toy plugin" in line
     assert main(["tasks", "--json"]) == 0
     rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
-    assert list(rows) == [*BUILTIN_ORDER, TASK]
+    assert list(rows) == [*BUILTIN_ORDER, *SEQUENCE_ORDER, TASK]
     assert rows[TASK] == {"task": TASK, "input": "rgb", "variants": [TASK], "slots": 2,
                           "description": "Which half of the image is brighter, left or right? (toy plugin)",
                           "knobs": [], "levels": {}}  # a plugin without difficulty levels
@@ -168,7 +168,7 @@ def test_fresh_process_discovers_plugin(plugin_site):
     proc = subprocess.run([sys.executable, "-m", "data_builders.cli", "tasks", "--json"], check=False, capture_output=True,
                           text=True, timeout=120, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr
-    assert [r["task"] for r in json.loads(proc.stdout)] == [*BUILTIN_ORDER, TASK]
+    assert [r["task"] for r in json.loads(proc.stdout)] == [*BUILTIN_ORDER, *SEQUENCE_ORDER, TASK]
 
 
 def test_build_with_plugin_task(plugin_site, tmp_path):
@@ -238,7 +238,7 @@ def test_unknown_task_is_a_one_line_error_listing_registered_tasks(plugin_site, 
     assert "\n" not in err and err.startswith("ssrl: error:")
     assert "unknown task 'nosuch'" in err
     registered = err.split("registered:", 1)[1]
-    assert [t.strip() for t in registered.split(",")] == [*BUILTIN_ORDER, TASK]
+    assert [t.strip() for t in registered.split(",")] == [*BUILTIN_ORDER, *SEQUENCE_ORDER, TASK]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -246,7 +246,7 @@ def test_unknown_task_from_python(plugin_site):
     with pytest.raises(ConfigError) as exc:
         registry.create_task("halve")
     message = str(exc.value)
-    assert "\n" not in message and "'halve'" in message and message.endswith(f"{', '.join([*BUILTIN_ORDER, TASK])}")
+    assert "\n" not in message and "'halve'" in message and message.endswith(f"{', '.join([*BUILTIN_ORDER, *SEQUENCE_ORDER, TASK])}")
 
 
 def test_a_broken_plugin_is_skipped_with_a_warning(monkeypatch):

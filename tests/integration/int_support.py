@@ -105,8 +105,40 @@ def make_tokenizer(vocab_size: int = 1200) -> PreTrainedTokenizerFast:
                                    additional_special_tokens=SPECIAL_TOKENS[1:], chat_template=CHAT_TEMPLATE)
 
 
+class QwenVideoGrid(BaseVideoProcessor):
+    """Stand-in for ``Qwen2VLVideoProcessor`` (which needs torchvision, not installable beside torch 2.13.0+cpu) for
+    frames that arrive already resized, as ``qwen_vl_utils.fetch_video`` delivers them (sides multiples of
+    patch x merge). Qwen2-VL's rule: the frame count padded to a multiple of ``temporal_patch_size`` with the last
+    frame, then one patch of ``temporal_patch_size x patch x patch`` per grid cell: ``video_grid_thw = (T / 2, H /
+    14, W / 14)`` and ``pixel_values_videos`` of shape ``(T/2 * H/14 * W/14, 3 * 2 * 14 * 14)``. It refuses frames
+    whose sides are not multiples of patch x merge, instead of resizing them."""
+
+    return_metadata = True  # Qwen2.5-VL's processor reads the clips' sampled fps from it (second_per_grid_ts)
+
+    def _preprocess(self, videos, **kwargs):
+        import torch
+        from transformers.feature_extraction_utils import BatchFeature
+
+        p, tp, m = self.patch_size, self.temporal_patch_size, self.merge_size
+        pixels, grids = [], []
+        for video in videos:
+            v = torch.as_tensor(video, dtype=torch.float32)
+            if v.ndim != 4 or v.shape[1] != 3:
+                raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(v.shape)}")
+            t, c, h, w = v.shape
+            if h % (p * m) or w % (p * m):
+                raise ValueError(f"frame size {w}x{h} is not a multiple of {p * m}")
+            if t % tp:
+                v = torch.cat([v, v[-1:].expand(tp - t % tp, -1, -1, -1)])
+            gt, gh, gw = v.shape[0] // tp, h // p, w // p
+            patches = v.reshape(gt, tp, c, gh, p, gw, p).permute(0, 3, 5, 2, 1, 4, 6).reshape(gt * gh * gw, c * tp * p * p)
+            pixels.append(patches / 255.0)
+            grids.append([gt, gh, gw])
+        return BatchFeature({"pixel_values_videos": torch.cat(pixels), "video_grid_thw": torch.tensor(grids)})
+
+
 def make_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLProcessor:
-    video = BaseVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2)
+    video = QwenVideoGrid(patch_size=14, temporal_patch_size=2, merge_size=2)
     # transformers 5 checks video_processor against the top-level BaseVideoProcessor, which is a torchvision
     # placeholder here; the real class is accepted while the processor is built. The check looks the name up in
     # processing_utils.transformers_module (not always the object `import transformers` gave).
