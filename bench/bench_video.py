@@ -105,6 +105,34 @@ def timed(fn, *args):
     return result, time.process_time() - c0, time.perf_counter() - w0
 
 
+def task_samples(name: str, ref, opts: LoadOptions, path: Path, pts: list[int], samples: int, repeat: int) -> None:
+    """Whole samples of a video task as a build worker makes them (open the sequence, pick frames, decode them, the
+    task's own work, encode nothing), against the floor of decoding exactly the frames each sample used."""
+    from ssrl_plugin.dataset import Candidate, generate
+    from ssrl_plugin.registry import create_task
+
+    task = create_task(name)
+    made, best_ours, best_floor = 0, np.inf, np.inf
+    for _ in range(repeat):
+        ours = floor = 0.0
+        made = 0
+        for i in range(samples):
+            cand = Candidate("train", name, i, ref, i, i % task.num_slots)
+            result, c, _ = timed(lambda: generate(task, cand, open_sequence(ref, opts), 0, 4))
+            if result.sample is None:
+                continue
+            frames = sorted({int(f) for it in result.sample.metadata["items"] for f in it["frame_indices"]})
+            _, fc, _ = timed(floor_decode, path, pts, frames)
+            ours, floor, made = ours + c, floor + fc, made + 1
+        if made:
+            best_ours, best_floor = min(best_ours, ours / made), min(best_floor, floor / made)
+    if not made:
+        print(f"\n{name}: no sample made on this video")
+        return
+    print(f"\n{name}: {made} samples, {best_ours * 1e3:.1f} ms cpu per sample against {best_floor * 1e3:.1f} ms to "
+          f"decode exactly the frames it used: {best_ours / best_floor:.2f}x (target <= 2x); load1 {os.getloadavg()[0]:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -115,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--ext", default=".mp4")
+    ap.add_argument("--task", default="temporal_order",
+                    help="also time whole samples of this video task (empty: skip)")
     ap.add_argument("--keep", help="write the video here and keep it, or reuse the one there (default: a temporary folder)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
@@ -170,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         print(f"\nfull stream decode: {full_cpu * 1e3:.0f} ms cpu, {full_wall * 1e3:.0f} ms wall ({n} frames); "
               f"times are per sample, m = ms; cores: {os.cpu_count()}")
+        if args.task:
+            task_samples(args.task, ref, opts, path, pts, args.samples, args.repeat)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
