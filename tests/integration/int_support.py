@@ -241,3 +241,162 @@ def tiny_qwen25vl(tokenizer):
 
 
 from answer_support import wrong_answer  # noqa: E402,F401 - one copy for both suites (tests/ is on sys.path)
+
+
+# ------------------------------------------------------------------------------------------- Qwen3-VL (offline)
+# Qwen/Qwen3-VL-4B-Instruct preprocessor_config.json (image fields): transformers maps qwen3_vl to the Qwen2-VL image
+# processor, so these fields are all that makes it a Qwen3-VL one (16 px patches, 32 px per merged token).
+QWEN3_PREPROCESSOR = {
+    "size": {"longest_edge": 16777216, "shortest_edge": 65536},
+    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+}
+
+# Qwen3-VL-Instruct's template, reduced to single-turn image/video prompts. Unlike Qwen2.5-VL's it adds no default
+# system prompt; the vision span is the same <|vision_start|><|image_pad|><|vision_end|>, which the processor
+# expands to one <|image_pad|> per merged 32 x 32 cell.
+QWEN3_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen3_image_processor():
+    """The Qwen2-VL image processor with Qwen3-VL's fields; its PIL variant where transformers has one (no
+    torchvision)."""
+    try:
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil as cls
+    except ImportError:
+        cls = Qwen2VLImageProcessor
+    return cls(**QWEN3_PREPROCESSOR)
+
+
+def make_qwen3_tokenizer() -> PreTrainedTokenizerFast:
+    """The suite's offline BPE with Qwen3-VL's chat template (a new object: the session tokenizer keeps Qwen2.5-VL's)."""
+    tok = make_tokenizer()
+    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    return tok
+
+
+def make_qwen3vl_processor(tokenizer: PreTrainedTokenizerFast):
+    """``Qwen3VLProcessor`` offline: Qwen3-VL image fields, the given tokenizer, and a patch-16 video stand-in
+    (Qwen3VLVideoProcessor needs torchvision; the processor insists on a video processor)."""
+    from transformers import Qwen3VLProcessor
+
+    video = QwenVideoGrid(patch_size=16, temporal_patch_size=2, merge_size=2)
+    with mock.patch.object(processing_utils.transformers_module, "BaseVideoProcessor", BaseVideoProcessor):
+        return Qwen3VLProcessor(image_processor=qwen3_image_processor(), tokenizer=tokenizer, video_processor=video,
+                                chat_template=tokenizer.chat_template)
+
+
+def tiny_qwen3vl(tokenizer):
+    """A tiny random Qwen3-VL (2 layers, 64 wide, vision depth 2, 16 px patches, one DeepStack layer) over
+    ``tokenizer``: real code paths, no download."""
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                           "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    config = Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+                         # interleaved M-RoPE as in the checkpoints; sections sum to head_dim / 2
+                         rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
+                                          "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=64,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=144,
+                           deepstack_visual_indexes=[0]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def _torchvision_placeholder():
+    """Just enough of torchvision for ``import qwen_vl_utils``: its image path (fetch_image, smart_resize) is PIL
+    only; anything that would really use torchvision (video resizing, decoding) raises."""
+    import types
+
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError("torchvision placeholder: qwen_vl_utils' image path only")
+
+    tv = types.ModuleType("torchvision")
+    tv.__version__ = "0.0.0+placeholder"
+    tv.io = types.ModuleType("torchvision.io")
+    tv.io.read_video = unavailable
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.InterpolationMode = types.SimpleNamespace(BICUBIC="bicubic", BILINEAR="bilinear")
+    tv.transforms.functional = types.ModuleType("torchvision.transforms.functional")
+    tv.transforms.functional.resize = unavailable
+    return {"torchvision": tv, "torchvision.io": tv.io, "torchvision.transforms": tv.transforms,
+            "torchvision.transforms.functional": tv.transforms.functional}
+
+
+def real_qwen_vl_utils_images():
+    """Context manager: the installed qwen_vl_utils (not stubs/) under ``sys.modules['qwen_vl_utils']`` for image
+    prompts, so verl's ``from qwen_vl_utils import process_vision_info`` reaches the real resizing code; the modules
+    in place before are restored afterwards."""
+    import contextlib
+    import importlib
+
+    @contextlib.contextmanager
+    def swap():
+        names = lambda: [k for k in sys.modules if k == "qwen_vl_utils" or k.startswith(("qwen_vl_utils.", "torchvision"))]
+        saved = {k: sys.modules.pop(k) for k in names()}
+        stub_paths = [p for p in sys.path if p == str(STUBS)]
+        for p in stub_paths:
+            sys.path.remove(p)
+        sys.modules.update(_torchvision_placeholder())
+        try:
+            module = importlib.import_module("qwen_vl_utils")
+            assert not getattr(module, "__ssrl_stub__", False), "the real qwen_vl_utils is not installed"
+            yield module
+        finally:
+            for k in names():
+                del sys.modules[k]
+            sys.modules.update(saved)
+            sys.path[:0] = stub_paths
+
+    return swap()
+
+
+def offline_auto_processor():
+    """Context manager: ``AutoProcessor.from_pretrained`` of a folder saved from make_processor /
+    make_qwen3vl_processor, without torchvision. transformers resolves the saved ``video_processor_type`` through
+    its video-processor registry, where every class is dropped without torchvision: the stand-in is registered there
+    for the duration (and the BaseVideoProcessor placeholder replaced, as in make_processor)."""
+    import contextlib
+
+    from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+    from transformers.models.qwen2_5_vl import Qwen2_5_VLConfig
+    from transformers.models.qwen3_vl import Qwen3VLConfig
+
+    @contextlib.contextmanager
+    def registered():
+        extra = VIDEO_PROCESSOR_MAPPING._extra_content
+        before = {c: extra[c] for c in (Qwen2_5_VLConfig, Qwen3VLConfig) if c in extra}
+        extra.update({Qwen2_5_VLConfig: QwenVideoGrid, Qwen3VLConfig: QwenVideoGrid})
+        try:
+            with mock.patch.object(processing_utils.transformers_module, "BaseVideoProcessor", BaseVideoProcessor):
+                yield
+        finally:
+            for c in (Qwen2_5_VLConfig, Qwen3VLConfig):
+                extra.pop(c, None)
+            extra.update(before)
+
+    return registered()
