@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import inspect
 import io
 import json
 import math
@@ -363,6 +364,36 @@ def failure_images(data: str | Path, records: Sequence[dict[str, Any]]) -> tuple
 
 
 # ============================================================================================ backends
+def _load_processor(transformers, model_path: str):
+    try:
+        return transformers.AutoProcessor.from_pretrained(model_path)
+    except (ImportError, ValueError) as exc:
+        # transformers 5 registers no video processor without torchvision, and Qwen-VL processors insist on one
+        if "torchvision" in str(exc).lower():
+            raise SSRLError(f"--model {model_path}: transformers needs torchvision to load this model's processor "
+                            f"(its video part): pip install torchvision (the build matching your torch)") from None
+        raise
+
+
+def _load_model(transformers, model_path: str):
+    """AutoModelForImageTextToText (Qwen2.5-VL, Qwen3-VL, ...); else the class config.json names in
+    ``architectures`` (a transformers without that auto class or without the mapping)."""
+    loader = getattr(transformers, "AutoModelForImageTextToText", None)
+    if loader is not None:
+        try:
+            return loader.from_pretrained(model_path, torch_dtype="auto")
+        except ValueError:  # "Unrecognized configuration class": not in this transformers' mapping
+            pass
+    config = transformers.AutoConfig.from_pretrained(model_path)
+    for name in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls.from_pretrained(model_path, torch_dtype="auto")
+    raise SSRLError(f"--model {model_path}: transformers {transformers.__version__} has no image-text-to-text class "
+                    f"for model_type {getattr(config, 'model_type', '?')!r} (config.json architectures: "
+                    f"{getattr(config, 'architectures', None)}); upgrade transformers")
+
+
 def transformers_backend(model_path: str, max_new_tokens: int = 256) -> Backend:
     try:
         import torch
@@ -370,25 +401,23 @@ def transformers_backend(model_path: str, max_new_tokens: int = 256) -> Backend:
     except ImportError:
         raise SSRLError("--backend transformers needs torch and transformers: pip install torch transformers") from None
 
-    processor = transformers.AutoProcessor.from_pretrained(model_path)
-    loader = getattr(transformers, "AutoModelForImageTextToText", None)
-    try:
-        if loader is None:
-            raise ValueError("no AutoModelForImageTextToText")
-        model = loader.from_pretrained(model_path, torch_dtype="auto")
-    except ValueError:
-        model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, torch_dtype="auto")
+    processor = _load_processor(transformers, model_path)
+    model = _load_model(transformers, model_path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     tokenizer = getattr(processor, "tokenizer", processor)
     tokenizer.padding_side = "left"
+    # transformers 5's Qwen2.5-VL / Qwen3-VL build the M-RoPE positions of image tokens from the processor's
+    # mm_token_type_ids: without it generate silently gives them 1-D text positions (a plain Qwen3-VL forward
+    # refuses). Models whose forward does not name it (transformers 4.x) get it dropped, not passed as unknown.
+    drop = set() if "mm_token_type_ids" in inspect.signature(model.forward).parameters else {"mm_token_type_ids"}
 
     def generate(batch: Sequence[Prompt]) -> list[str]:
         texts = [processor.apply_chat_template([{"role": "user", "content": p.content()}], tokenize=False,
                                                add_generation_prompt=True) for p in batch]
         images = [im for p in batch for im in p.pil_images()]
         inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items() if k != "mm_token_type_ids"}
+        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items() if k not in drop}
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new = out[:, inputs["input_ids"].shape[1]:]
