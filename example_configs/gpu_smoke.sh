@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# GPU smoke test: a few GRPO steps with verl 0.9.1 on the demo data, printing the reward per task at each step.
+# GPU smoke test: a few GRPO steps with verl 0.9.1 on the demo data, printing the reward per task at each step,
+# with `ssrl eval` on the validation split before and after them and the per-task accuracy difference.
 # Not run in CI (it needs a GPU, vLLM and a Qwen2.5-VL checkpoint); a check that the whole chain works on your
-# machine before a real run: data -> verl's dataset -> vLLM rollouts with 5-image prompts -> our reward -> update.
+# machine before a real run: data -> verl's dataset -> vLLM rollouts with 5-image prompts -> our reward -> update
+# -> a saved model that `ssrl eval` loads.
 #
 #   MODEL=/models/Qwen2.5-VL-3B-Instruct bash gpu_smoke.sh [OUT_DIR] [key=value ...]
 #
 #   MODEL      a LOCAL Qwen2.5-VL checkpoint folder (required; 3B fits one 80 GB GPU with these settings)
 #   OUT_DIR    default ./ssrl_gpu_smoke: OUT_DIR/data (demo build, reused if present), OUT_DIR/rollouts/<step>.jsonl,
-#              OUT_DIR/val (validation generations), OUT_DIR/checkpoints
+#              OUT_DIR/val (validation generations), OUT_DIR/checkpoints (the last step, with a HF model folder in
+#              global_step_<STEPS>/actor/huggingface), OUT_DIR/eval ({before,after}.jsonl, compare.html); all but
+#              data are replaced on every run
 #   STEPS      training steps, default 4        NGPUS   GPUs on this node, default 1
-#   PYTHON     the interpreter that has verl (and vLLM) and spatial-ssrl installed, default python3
+#   PYTHON     the interpreter that has verl (and vLLM) and spatial-ssrl installed, default python3; it also runs
+#              `ssrl eval` (as PYTHON -m data_builders.cli eval), which needs the model runtime
+#   EVAL_LIMIT   samples of the validation split that `ssrl eval` scores before and after, default 16
+#   EVAL_BACKEND vllm or transformers, default vllm when PYTHON imports it, else transformers
 #   key=value  more Hydra overrides, applied last (e.g. actor_rollout_ref.rollout.gpu_memory_utilization=0.3)
 #   SSRL_DRY_RUN=1  build the data, then print the verl command instead of running it
 #
-# What you see: verl's console metrics after each step (critic/score/mean, val-core/spatial_ssrl/<task>/acc/mean@1
-# at every validation), and from reward_per_task.py a table per step: responses, mean reward, accuracy and format
-# per task, read from the rollouts verl dumps (trainer.rollout_data_dir). An untrained 3B model scores well above
-# 0 on format and around chance on accuracy (crop/position 0.25); the point is that every task shows up.
+# What you see: `ssrl eval`'s per-task table for the untrained model, verl's console metrics after each step
+# (critic/score/mean, val-core/spatial_ssrl/<task>/acc/mean@1 at every validation), and from reward_per_task.py a
+# table per step: responses, mean reward, accuracy and format per task, read from the rollouts verl dumps
+# (trainer.rollout_data_dir); then `ssrl eval` on the trained model and `ssrl eval --compare`: per task, accuracy
+# before and after, the difference and an exact McNemar p-value. An untrained 3B model scores well above 0 on
+# format and around chance on accuracy (crop/position 0.25); the point is that every task shows up. A few steps
+# move accuracy little: the comparison checks the chain, not the method.
 #
 # Prerequisites (a GPU environment, not the CPU test one): pip install 'verl[vllm,fsdp]==0.9.1' qwen-vl-utils
 # spatial-ssrl. verl's GPU extras bring vLLM, its CUDA torch and TransferQueue, which verl's trainer imports.
@@ -32,6 +42,7 @@ CONFIGS="${SSRL_EXAMPLE_CONFIGS:-$HERE}"
 PYTHON="${PYTHON:-python3}"
 STEPS="${STEPS:-4}"
 NGPUS="${NGPUS:-1}"
+EVAL_LIMIT="${EVAL_LIMIT:-16}"
 
 OUT="${1:-ssrl_gpu_smoke}"
 if [[ $# -gt 0 && "$1" != *=* ]]; then shift; else OUT="ssrl_gpu_smoke"; fi
@@ -48,6 +59,10 @@ if [[ "${SSRL_DRY_RUN:-0}" == 0 ]]; then
     "$PYTHON" -c "import verl, vllm, transfer_queue, qwen_vl_utils" 2>/dev/null || {
         echo "gpu_smoke.sh: $PYTHON cannot import verl, vllm, transfer_queue and qwen_vl_utils:" \
              "pip install 'verl[vllm,fsdp]==0.9.1' qwen-vl-utils" >&2
+        exit 1
+    }
+    "$PYTHON" -c "import data_builders.evaluate" 2>/dev/null || {
+        echo "gpu_smoke.sh: $PYTHON cannot import spatial-ssrl (ssrl eval runs there): pip install spatial-ssrl" >&2
         exit 1
     }
 fi
@@ -76,7 +91,10 @@ smoke=(
     trainer.n_gpus_per_node="$NGPUS"
     trainer.total_training_steps="$STEPS"
     trainer.test_freq=2
-    trainer.save_freq=-1
+    trainer.total_epochs="$STEPS"
+    trainer.save_freq="$STEPS"
+    trainer.resume_mode=disable
+    "actor_rollout_ref.actor.checkpoint.save_contents=['hf_model']"
     trainer.val_before_train=True
     "trainer.logger=['console']"
     trainer.project_name=spatial_ssrl_smoke
@@ -90,8 +108,23 @@ if [[ "${SSRL_DRY_RUN:-0}" != 0 ]]; then
     exit 0
 fi
 
-# 3. train, with the per-task table printed as each step's rollouts land
-rm -rf "$OUT/rollouts"
+# 3. the untrained model on the first EVAL_LIMIT validation samples (greedy, the training response length)
+if [[ -z "${EVAL_BACKEND:-}" ]]; then
+    if "$PYTHON" -c "import vllm" 2>/dev/null; then EVAL_BACKEND=vllm; else EVAL_BACKEND=transformers; fi
+fi
+ssrl_eval() {
+    "$PYTHON" -m data_builders.cli eval "$@"
+}
+eval_split() {  # MODEL_DIR OUT_JSONL
+    ssrl_eval --data "$OUT/data" --split val --limit "$EVAL_LIMIT" --model "$1" --backend "$EVAL_BACKEND" \
+        --max-new-tokens 512 --batch-size 8 --out "$2"
+}
+rm -rf "$OUT/eval" "$OUT/rollouts" "$OUT/checkpoints"
+mkdir -p "$OUT/eval"
+echo "gpu_smoke.sh: ssrl eval ($EVAL_BACKEND) of $MODEL on $EVAL_LIMIT validation samples, before training"
+eval_split "$MODEL" "$OUT/eval/before.jsonl"
+
+# 4. train, with the per-task table printed as each step's rollouts land
 MODEL="$MODEL" PYTHON="$PYTHON" bash "$CONFIGS/verl_grpo.sh" "$OUT/data" "${smoke[@]}" "$@" &
 trainer=$!
 "$PYTHON" "$CONFIGS/reward_per_task.py" "$OUT/rollouts" --follow --pid "$trainer" --interval 5 &
@@ -101,4 +134,21 @@ status=0
 wait "$trainer" || status=$?
 wait "$watcher" || true
 echo "gpu_smoke.sh: verl exited with $status; rollouts in $OUT/rollouts, validation generations in $OUT/val"
-exit "$status"
+if [[ "$status" != 0 ]]; then
+    exit "$status"
+fi
+
+# 5. the trained model (verl's HF export of the last step) on the same samples, and the per-task difference
+TRAINED="$OUT/checkpoints/global_step_$STEPS/actor/huggingface"
+if [[ ! -f "$TRAINED/config.json" ]]; then
+    echo "gpu_smoke.sh: verl saved no model folder $TRAINED (trainer.save_freq / checkpoint.save_contents)" >&2
+    exit 1
+fi
+for f in preprocessor_config.json video_preprocessor_config.json processor_config.json chat_template.json \
+         chat_template.jinja generation_config.json; do  # whatever verl's export left out, from the base model
+    if [[ -f "$MODEL/$f" && ! -e "$TRAINED/$f" ]]; then cp "$MODEL/$f" "$TRAINED/$f"; fi
+done
+echo "gpu_smoke.sh: ssrl eval ($EVAL_BACKEND) of the trained model $TRAINED"
+eval_split "$TRAINED" "$OUT/eval/after.jsonl"
+echo "gpu_smoke.sh: accuracy per task, before (a) and after (b) $STEPS GRPO steps"
+ssrl_eval --compare "$OUT/eval/before.jsonl" "$OUT/eval/after.jsonl" --data "$OUT/data" --html "$OUT/eval/compare.html"

@@ -635,3 +635,141 @@ def test_curriculum_script_refuses_data_without_a_curriculum(built):
     assert out.returncode == 1 and not out.stdout
     assert out.stderr.strip().splitlines() == [
         f'curriculum.sh: {data}/manifest.json has no curriculum: build with ssrl build --curriculum "levels=1,2,3"']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# gpu_smoke.sh without a GPU: every outside program it calls is a stand-in that logs its arguments. The trainer's
+# interpreter (PYTHON) fakes the prerequisite imports, verl (it writes the HF export the script asks for) and the
+# model behind `ssrl eval` (the base model answers wrong, the trained one right); `ssrl eval` itself, its JSONL
+# and --compare are the real ones.
+GPU_SMOKE = CONFIGS / "gpu_smoke.sh"
+FAKE_PYTHON = '''
+import json, os, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps(args) + "\\n")
+if args[0] == "-c":  # the script's import checks
+    sys.exit(1 if args[1].strip() == "import vllm" and os.environ["FAKE_VLLM"] != "1" else 0)
+if args[:2] == ["-m", "verl.trainer.main_ppo"]:  # the HF folder verl's checkpoint manager writes at the last step
+    kv = {a.split("=", 1)[0].lstrip("+"): a.split("=", 1)[1] for a in args[2:]}
+    steps = int(kv["trainer.total_training_steps"])
+    # verl saves at the last step whenever save_freq > 0; the HF folder only with hf_model in save_contents
+    if int(kv["trainer.save_freq"]) > 0 and "hf_model" in kv["actor_rollout_ref.actor.checkpoint.save_contents"]:
+        hf = Path(kv["trainer.default_local_dir"]) / f"global_step_{steps}" / "actor" / "huggingface"
+        hf.mkdir(parents=True)
+        (hf / "config.json").write_text(json.dumps({"trained_steps": steps}))
+    sys.exit(0)
+if args[0].endswith("reward_per_task.py"):
+    sys.exit(0)
+if args[:3] == ["-m", "data_builders.cli", "eval"]:
+    from data_builders import evaluate
+    from data_builders.cli import main
+    from tests.answer_support import wrong_answer
+
+    def make_backend(name, model, max_new_tokens):
+        trained = "trained_steps" in json.loads((Path(model) / "config.json").read_text())
+        def generate(batch):
+            answers = [json.loads(p.ground_truth)["answer"] for p in batch]
+            return [f"<think>x</think> \\\\boxed{{{a if trained else wrong_answer(a)}}}" for a in answers]
+        return generate
+
+    evaluate.make_backend = make_backend
+    sys.exit(main(args[2:]))
+sys.exit(f"fake python: unexpected call {args}")
+'''
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory):
+    """OUT_DIR with a real (tiny) build in OUT_DIR/data, which gpu_smoke.sh reuses."""
+    from data_builders import build
+    from ssrl_plugin.config import load_config
+
+    out = tmp_path_factory.mktemp("smoke")
+    build(load_config(None, ["demo.num_rgb=4", "demo.num_rgbd=4", "demo.width=160", "demo.height=128"],
+                      out=str(out / "data"), num_samples=20, val_fraction=0.3, seed=0,
+                      mix={"shuffle": 1, "flip": 1, "crop": 1, "depth": 1, "position": 1}), progress=False)
+    return out
+
+
+def _gpu_stand_ins(env: dict, tmp_path: Path) -> Path:
+    """A `nvidia-smi` on the environment's PATH; returns the stand-in PYTHON (FAKE_PYTHON under this interpreter)."""
+    fake = tmp_path / "fake_python.py"
+    fake.write_text(FAKE_PYTHON)
+    python = tmp_path / "gpu_python"
+    python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(fake))} \"$@\"\n")
+    python.chmod(0o755)
+    smi = Path(env["PATH"].split(os.pathsep)[0]) / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nexit 0\n")
+    smi.chmod(0o755)
+    return python
+
+
+def _calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.parametrize("vllm", [True, False], ids=["vllm", "no-vllm"])
+def test_gpu_smoke_evaluates_before_and_after_training(built, smoke_out, tmp_path, vllm):
+    """`ssrl eval` of the base model, the GRPO steps, `ssrl eval` of verl's HF export of the last step on the same
+    validation samples (the vllm backend where PYTHON imports vllm), then `ssrl eval --compare` of the two runs."""
+    subprocess.run(["bash", "-n", str(GPU_SMOKE)], check=True)
+    _, cwd, env = built
+    python = _gpu_stand_ins(env, tmp_path)
+    model = tmp_path / "base model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "preprocessor_config.json").write_text('{"patch_size": 14}')
+    (smoke_out / "checkpoints").mkdir(exist_ok=True)
+    (smoke_out / "checkpoints" / "stale").write_text("from an earlier run")
+    log = tmp_path / "calls.log"
+    run_env = {**env, "MODEL": str(model), "PYTHON": str(python), "FAKE_LOG": str(log), "FAKE_VLLM": "1" if vllm else "0",
+               "EVAL_LIMIT": "4", "STEPS": "3"}
+    out = subprocess.run(["bash", str(GPU_SMOKE), str(smoke_out)], cwd=cwd, env=run_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+    calls = _calls(log)
+    evals = [(i, c) for i, c in enumerate(calls) if c[:3] == ["-m", "data_builders.cli", "eval"]]
+    train = [i for i, c in enumerate(calls) if c[:2] == ["-m", "verl.trainer.main_ppo"]]
+    assert len(evals) == 3 and len(train) == 1
+    (i_before, before), (i_after, after), (i_cmp, cmp) = evals
+    assert i_before < train[0] < i_after < i_cmp
+    trained = smoke_out / "checkpoints" / "global_step_3" / "actor" / "huggingface"
+    for argv, model_dir in ((before, model), (after, trained)):
+        assert _value(argv, "--model") == str(model_dir) and _value(argv, "--data") == str(smoke_out / "data")
+        assert _value(argv, "--split") == "val" and _value(argv, "--limit") == "4"
+        assert _value(argv, "--backend") == ("vllm" if vllm else "transformers")
+    runs = [_value(before, "--out"), _value(after, "--out")]
+    assert cmp[cmp.index("--compare") + 1:cmp.index("--compare") + 3] == runs
+    assert not (smoke_out / "checkpoints" / "stale").exists()  # checkpoints of an earlier run do not leak in
+    assert json.loads((trained / "preprocessor_config.json").read_text()) == {"patch_size": 14}  # from the base
+
+    # the real ssrl eval wrote both runs on the same 4 samples; --compare printed the per-task difference
+    recs = [[json.loads(line) for line in Path(r).read_text().splitlines()] for r in runs]
+    assert [r["id"] for r in recs[0]] == [r["id"] for r in recs[1]] and len(recs[0]) == 4
+    assert [r["score"]["accuracy"] for r in recs[0]] == [0.0] * 4 and [r["score"]["accuracy"] for r in recs[1]] == [1.0] * 4
+    table = out.stdout[out.stdout.index("a = "):]
+    row = next(line.split() for line in table.splitlines() if line.startswith("all "))
+    assert row[1:5] == ["4", "0.000", "1.000", "+1.000"]
+    assert (smoke_out / "eval" / "compare.html").is_file()
+
+
+def test_gpu_smoke_stops_when_verl_saves_no_model(built, smoke_out, tmp_path):
+    """No HF export at the last step (here: verl told to save none): a one-line error, no after-eval."""
+    _, cwd, env = built
+    python = _gpu_stand_ins(env, tmp_path)
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    log = tmp_path / "calls.log"
+    out = subprocess.run(["bash", str(GPU_SMOKE), str(smoke_out), "trainer.save_freq=-1"], cwd=cwd,
+                         env={**env, "MODEL": str(model), "PYTHON": str(python), "FAKE_LOG": str(log), "FAKE_VLLM": "0",
+                              "EVAL_LIMIT": "2"}, capture_output=True, text=True)
+    assert out.returncode == 1 and "verl saved no model folder" in out.stderr.strip().splitlines()[-1]
+    assert len([c for c in _calls(log) if c[:3] == ["-m", "data_builders.cli", "eval"]]) == 1  # the before-eval only
