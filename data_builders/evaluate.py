@@ -15,8 +15,9 @@ difficulty level, 0 without levels), ``response`` and ``score`` (the reward's di
 when its ``accuracy`` is 1.
 
 Backends (imported lazily, so this module and its tests need no torch): ``transformers`` (AutoProcessor +
-AutoModelForImageTextToText from a local folder, CPU or GPU) and ``vllm`` (``LLM.generate`` with multi-modal data;
-a thin path, not exercised by the tests). A backend is any callable ``list[Prompt] -> list[str]``.
+AutoModelForImageTextToText, else the class config.json's ``architectures`` names, from a local folder, CPU or GPU;
+tested on tiny random Qwen2.5-VL and Qwen3-VL models) and ``vllm`` (``LLM.generate`` with multi-modal data; a thin
+path, not exercised by the tests). A backend is any callable ``list[Prompt] -> list[str]``.
 
 ``--compare`` pairs two run files on the ids both hold and, per task, tests the accuracy difference with the exact
 McNemar test (a two-sided binomial sign test on the discordant pairs).
