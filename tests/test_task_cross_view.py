@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from PIL import ImageDraw
 
 from conftest import textured_rgb
 from levels_support import check_declared_levels
@@ -147,6 +148,12 @@ def test_verify_catches_tampering():
     swapped = jpeg(smp.images)  # image 2 is not frame 2
     frame = seq.frame((smp.metadata["frames"][1] + 9) % len(seq)).source.image()
     assert any("image 2" in p for p in task_verify(smp, seq, images=[swapped[0], frame]))
+    marked = jpeg(smp.images)  # a stroke drawn on image 2 away from every marker
+    cands = smp.metadata["candidates"]
+    far = max(((x, y) for x in range(20, W - 20, 10) for y in range(20, H - 20, 10)),
+              key=lambda p: min(math.dist(p, c["center"]) for c in cands))
+    ImageDraw.Draw(marked[1]).line((far[0] - 8, far[1], far[0] + 8, far[1]), fill=(230, 25, 25), width=3)
+    assert any("image 2" in p for p in task_verify(smp, seq, images=marked))
     assert task_verify(smp, None) == ["source sequence unavailable: cannot re-read the frames"]
 
 
@@ -225,8 +232,9 @@ def test_consistent_plane_sequence_makes_samples():
 
 def test_config_errors_name_the_key():
     for bad, key in [({"crop_frac": 0.95}, "crop_frac"), ({"min_gap_s": 5.0, "max_gap_s": 1.0}, "min_gap_s"),
-                     ({"min_view_deg": 30.0, "max_view_deg": 10.0}, "min_view_deg"), ({"occlusion_tol": 0.0}, "occlusion_tol"),
-                     ({"depth_band": -1.0}, "depth_band"), ({"centre_tol_frac": 0.7}, "centre_tol_frac")]:
+                     ({"min_view_deg": 30.0, "max_view_deg": 10.0}, "min_view_deg"),
+                     ({"occlusion_tol": 0.0}, "occlusion_tol"), ({"depth_band": -1.0}, "depth_band"),
+                     ({"centre_tol_frac": 0.7}, "centre_tol_frac"), ({"pool_size": 4}, "pool_size")]:
         with pytest.raises(ConfigError, match=f"task.cross_view.{key}"):
             CrossViewTask(bad)
 

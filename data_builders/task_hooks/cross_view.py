@@ -303,16 +303,16 @@ def overlay(row, images: list, loader) -> Any:
     for c in meta["candidates"]:
         colour = GREEN if c["label"] == row.answer else GREY
         d2.rectangle(_scaled_box(c["box"], s2), outline=colour, width=3)
-        _text(d2, ((c["box"][0] + c["box"][2]) / 2 * s2, c["box"][3] * s2 + 14), f"{c['label']} {c['median_farness']:.2f} m", 13,
-              anchor="md")
+        _text(d2, ((c["box"][0] + c["box"][2]) / 2 * s2, c["box"][3] * s2 + 14),
+              f"{c['label']} {c['median_farness']:.2f} m", 13, anchor="md")
     u, v, z = meta["projection"]
     d2.line((u * s2 - 8, v * s2, u * s2 + 8, v * s2), fill=YELLOW, width=2)
     d2.line((u * s2, v * s2 - 8, u * s2, v * s2 + 8), fill=YELLOW, width=2)
     view = meta["view"]
-    lines1 = ["image 1 (crop of frame %d at %s): query Q, yellow" % (meta["frames"][0], meta["crop_box"][:2]),
-              f"query depth {meta['query']['median_farness']:.3f} m"]
-    lines2 = [f"frame {meta['frames'][1]}: candidates (answer {row.answer} green), projection of Q (yellow +) at "
-              f"({u:.1f}, {v:.1f}), z {z:.3f} m",
-              f"epipolar line of Q (blue); rotation {view['rotation_deg']:.1f} deg, baseline {view['baseline']:.2f} m, "
+    lines1 = [f"image 1: crop of frame {meta['frames'][0]} at {meta['crop_box'][:2]}",
+              f"query Q (yellow), depth {meta['query']['median_farness']:.3f} m"]
+    lines2 = [f"frame {meta['frames'][1]}: answer {row.answer} green, Q's projection yellow +",
+              f"at ({u:.1f}, {v:.1f}), z {z:.3f} m; Q's epipolar line blue",
+              f"rotation {view['rotation_deg']:.1f} deg, baseline {view['baseline']:.2f} m",
               f"parallax {view['parallax_deg']:.1f} deg, view change {view['view_deg']:.1f} deg"]
     return Overlay(_hstack([_caption(a, lines1, size=13), _caption(b, lines2, size=13)]), notes)
