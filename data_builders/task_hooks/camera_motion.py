@@ -1,19 +1,21 @@
 """camera_motion's tools: metadata check, blind audit (rules and boosted trees), sighted solver, gallery overlay.
 
-Blind solvers (must stay at chance, 1/4): the letter; the answer word's rate when offered; the answer word given
-the option set (which two confusable pairs are offered); the answer word given the sign of a difference of frame
-statistics between the two images (brightness, contrast, sharpness, stored JPEG bytes); boosted trees on the
-question and options one-hot, and on them plus the two frames' statistics and their differences. The last are a
-real cue in part: moving forward magnifies the view (less detail per pixel, fewer JPEG bytes, lower sharpness in
-the second image), so that solver is reported separately and its feature groups name what it used.
+Blind solvers (must stay at chance, 1/4), counted: the letter; the answer word's rate when offered; the answer word
+given the option set (which two confusable pairs are offered); boosted trees on the question and options one-hot
+(letter, word, the word at every letter, the option set). Reported as reference: the answer word given the sign of
+a change of a frame statistic between the two images (brightness, contrast, sharpness, stored JPEG bytes), and
+boosted trees on the option one-hots plus 29 statistics of the first image, their change in the second and the
+stored bytes. Both frames are processed alike (same size, same encoding, shown in either time order), so what
+their statistics say is the scene seen moving: moving forward magnifies the view (less detail, fewer bytes),
+turning brings new content in from one side. That is the content defining the answer, like depth's monocular cues.
 
-Sighted solver: block matching between the two stored images. Horizontal and vertical shifts of a grid of blocks
-(phase correlation on grey, Hann-windowed) are fitted by a shift plus a zoom about the centre (dx = a + s x,
-dy = b + s y); the zoom's displacement at a quarter width against the shift says forward/backward vs sideways
-(content moving right = the camera went left), and the spread of the blocks' horizontal shifts around the fit
-(parallax: near things move more) against the shift says move vs turn. It sees only the pixels; where it cannot
-separate turning from moving it is reported as reference, and its accuracy on the image-motion direction alone
-(left / right / forward / backward) is counted.
+Sighted solver: block matching between the two stored images (grey, reduced to 192 px wide). Each of 8 x 6 blocks
+is searched coarse (half size, a quarter width either way) then fine (least mean squared difference, sub-pixel);
+the blocks' shifts are fitted by dx = a + s x + q x^2, dy = b + s y + q x y (shift, zoom, a turn's perspective)
+without the worst fifth. A focus of expansion (-a / s) inside the picture reads as forward/backward (by the sign
+of s), else the shift reads sideways (content moving right = the camera went left) and the spread of the blocks'
+horizontal shifts the fit leaves (parallax: near things move more) against the shift says move vs turn. Counted:
+the image-motion direction on level-1 rows; reference: the full answer and other rows.
 """
 
 from __future__ import annotations
@@ -26,10 +28,16 @@ import numpy as np
 
 LETTERS = "ABCD"
 STAT_FEATURES = ("brightness", "contrast", "sharpness", "bytes")
-BLOCKS = (6, 4)  # block grid (columns, rows) of the sighted solver
+BLOCKS = (8, 6)  # block grid (columns, rows) of the sighted solver
 WORK_WIDTH = 192  # images are reduced to this width (area average) before matching
 ZOOM_AT = 0.25  # the zoom's displacement is read at this fraction of the width from the centre
+MIN_ZOOM = 1.0  # px (at WORK_WIDTH) of expansion a quarter width out, below which there is no zoom to read
+FOE_MAX = 0.45  # image widths from the centre within which a focus of expansion means forward/backward
 PARALLAX_MOVE = 0.2  # relative spread of the blocks' horizontal shifts above which a sideways motion is a move
+# Why the frame-statistics solvers are reference only: both frames are processed alike (same size, same encoding,
+# shown in either time order), so what their statistics say is the scene seen moving
+CONTENT_NOTE = ("reference only: the change between the two frames is the content that defines the answer (moving "
+                "forward magnifies the view: less detail, fewer JPEG bytes; turning brings new content in from one side)")
 DIRECTION = {"move left": "left", "turn left": "left", "move right": "right", "turn right": "right",
              "move forward": "forward", "move backward": "backward", "move up": "up", "move down": "down"}
 
@@ -110,7 +118,7 @@ def audit(items: list[dict], variant: str) -> list:
             return int(np.sign(it["diff"][f]))
         s, _ = cross_fit(items, lambda tr, key=key: _word_rates(tr, key), lambda m, it, key=key: _pick(m, it, key(it)))
         rows.append((f"answer word given the sign of the {f} change", "answer", s, 0.25,
-                     f"second image minus first: {f}; word rates per sign, fitted per half", True))
+                     f"second image minus first: {f}; word rates per sign, fitted per half; {CONTENT_NOTE}", False))
     return _group_results("camera_motion", variant, len(items), rows)
 
 
@@ -156,21 +164,24 @@ def learned(items: list[dict], variant: str) -> list:
     out = [_result("camera_motion", variant, "learned: boosted trees on the question and option text", "answer", scores,
                    0.25, f"{k}-fold source-grouped cross-fit, one-hot letter, option word, the word at every letter, "
                          f"the option set; " + _group_text(groups, k), groups)]
-    # + the frames' statistics: the same for the four options of a sample, so the trees must cross them with the words
-    frame_names = {**names, **{f"first:{f}": "frame statistics" for f in IMAGE_FEATURES},
-                   **{f"change:{f}": "frame statistic changes" for f in IMAGE_FEATURES},
-                   "first:bytes": "stored bytes", "change:bytes": "stored bytes"}
-    per = np.stack([np.concatenate([it["learned"]["first"], it["learned"]["diff"], it["learned"]["bytes"][:1],
-                                    it["learned"]["bytes"][1:]]) for it in items])
-    order = [f"first:{f}" for f in IMAGE_FEATURES] + [f"change:{f}" for f in IMAGE_FEATURES] + ["first:bytes", "change:bytes"]
-    per = per[:, [order.index(n) for n in list(frame_names)[len(names):]]]
+    # + the frames' statistics (the same for the four options of a sample: the trees cross them with the words; each
+    # group is fitted alone WITH the option one-hots, so the report names the statistic that carries the answer)
+    stat_names = [f"first:{f}" for f in IMAGE_FEATURES] + [f"change:{f}" for f in IMAGE_FEATURES] + ["first:bytes", "change:bytes"]
+    stat_groups = {n: "stored bytes" if n.endswith(":bytes") else "first image" if n.startswith("first") else "change"
+                   for n in stat_names}
+    per = np.stack([np.concatenate([it["learned"]["first"], it["learned"]["diff"], it["learned"]["bytes"]]) for it in items])
     x = np.concatenate([text, np.repeat(per[:, None, :], 4, axis=1)], axis=2)
     scores = cv_choice(x, truth, folds)
-    groups = {g: float(cv_choice(x, truth, folds, c).mean()) for g, c in _columns(list(frame_names), frame_names, 1).items()}
+    base = np.arange(len(names))
+    groups = {g: float(cv_choice(x, truth, folds, np.concatenate([base, len(names) + c])).mean())
+              for g, c in _columns(stat_names, stat_groups, 1).items()}
     out.append(_result("camera_motion", variant, "learned: boosted trees on the options and the frames' statistics",
                        "answer", scores, 0.25,
                        f"{k}-fold source-grouped cross-fit, the option one-hots plus {len(IMAGE_FEATURES)} statistics of "
-                       f"the first image and their change in the second, stored bytes; " + _group_text(groups, k), groups))
+                       f"the first image and their change in the second, stored bytes; best statistic groups (each fitted "
+                       f"with the option one-hots): " + ", ".join(f"{g} {v:.1%}" for g, v in sorted(groups.items(), key=lambda kv: -kv[1])[:3])
+                       + f"; {CONTENT_NOTE}", groups,
+                       counted=False))
     return out
 
 
@@ -240,6 +251,8 @@ def block_motion(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     wt = weight.ravel() + 1e-6
     # dx = a + s x + q x^2, dy = b + s y + q x y: a shift, a zoom, and a turn's perspective (a yaw's flow grows as
     # x^2 and bends as x y); what no such field explains is parallax, the mark of a camera that moved
+    # dx = a + s x + q x^2, dy = b + s y + q x y: a shift, a zoom, and a turn's perspective (a yaw's flow grows as
+    # x^2 and bends as x y); what no such field explains is parallax, the mark of a camera that moved
     design = np.zeros((2 * len(x), 4))
     design[0::2, 0], design[1::2, 1] = 1.0, 1.0
     design[0::2, 2], design[1::2, 2] = x, y
@@ -257,7 +270,10 @@ def block_motion(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def predict(motion: dict[str, float], options: dict[str, str]) -> str:
     """The offered word the block motion reads as."""
-    if abs(motion["zoom"]) > abs(motion["shift_x"]):
+    rate = motion["zoom"] / ZOOM_AT  # px of expansion per image width from the centre
+    # a translation's flow spreads from its focus of expansion, -shift / rate widths from the centre: inside the
+    # picture the camera went mostly forward or backward
+    if abs(motion["zoom"]) >= MIN_ZOOM and abs(motion["shift_x"]) < FOE_MAX * abs(rate):
         word = "move forward" if motion["zoom"] > 0 else "move backward"
     else:
         side = "left" if motion["shift_x"] > 0 else "right"  # content went right: the camera went left
@@ -284,17 +300,19 @@ def sighted_item(row) -> dict[str, Any] | None:
 
 
 def sighted(variant: str, items: list[dict]) -> list:
-    """Counted: the image-motion direction (left/right/forward/backward) on level-1 rows (and rows without a level);
-    reference: the full answer (move vs turn needs parallax a block matcher reads poorly) and harder levels."""
+    """Counted: the image-motion direction (which way the view shifts or zooms) on level-1 rows, the pure large
+    motions it must read. Reference: the full answer (move vs turn from parallax: the block matcher reads it on
+    level 1 about 90 % of the time, not reliably), rows without a level (their band reaches ratio 0.5, e.g. forward motion with
+    half as much yaw, which a shift + zoom fit reads as sideways) and the harder levels."""
     from statistics import NormalDist
 
     from data_builders.audit import SolverResult, wilson
 
     z = NormalDist().inv_cdf(0.975)
     out = []
-    easy = [it for it in items if (it.get("level") or 1) < 2]
-    hard = [it for it in items if (it.get("level") or 1) >= 2]
-    for group, counted, tag in ((easy, True, ""), (hard, False, " [difficulty level >= 2: harder on purpose]")):
+    groups = {1: ("", True), None: (" [no level: up to the ambiguity band]", False), 2: (" [difficulty level >= 2: harder on purpose]", False)}
+    for level, (tag, counted) in groups.items():
+        group = [it for it in items if (it.get("level") if level != 2 else min(2, it.get("level") or 0)) == level]
         if not group:
             continue
         n = len(group)
@@ -302,8 +320,9 @@ def sighted(variant: str, items: list[dict]) -> list:
                                          ("correct", "full answer (move vs turn from parallax)", False, 0.25)):
             score = float(sum(float(it[key]) for it in group))
             wrong = [str(it.get("id", "?")) for it in group if float(it[key]) < 1.0]
-            detail = (f"block matching ({BLOCKS[0]}x{BLOCKS[1]} blocks, phase correlation), shift + zoom fit, "
-                      f"parallax > {PARALLAX_MOVE} = move" + (f"; {len(wrong)} not solved, e.g. {', '.join(wrong[:3])}" if wrong else ""))
+            detail = (f"block matching ({BLOCKS[0]}x{BLOCKS[1]} blocks, coarse-to-fine), shift + zoom + turn fit, "
+                      f"focus of expansion within {FOE_MAX} widths = forward/backward, parallax > {PARALLAX_MOVE} = move"
+                      + (f"; {len(wrong)} not solved, e.g. {', '.join(wrong[:3])}" if wrong else ""))
             r = SolverResult("camera_motion", variant, f"block matching: {what}{tag}", "answer" if key == "correct" else "direction",
                              n, score, chance, count, detail, kind="sighted")
             r.accuracy, r.margin, r.ci95 = score / n, score / n - chance, wilson(score, n, z)

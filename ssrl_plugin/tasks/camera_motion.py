@@ -1,51 +1,68 @@
-"""Camera motion (posed RGB-D sequence): how does the camera move from frame 1 to frame 2?
+"""Camera motion (posed RGB-D sequence): how does the camera move from the first shown frame to the second?
 
 Geometry. ``T = relative_pose(pose1, pose2)`` is camera 2 in camera 1's frame (OpenCV axes: x right, y DOWN, z
-forward). Its translation ``t`` gives three components: ``right = t_x``, ``up = -t_y``, ``forward = t_z`` (metres).
-Its rotation is split as ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` about camera 1's own axes (:func:`euler_yxz`):
-``yaw = atan2(R[0, 2], R[2, 2])`` is where camera 2's optical axis points in camera 1's ground plane, POSITIVE =
-TURNED RIGHT (a rotation about +y, which points down, carries +z towards +x); ``pitch = asin(-R[1, 2])``, positive
-= looking up; ``roll = atan2(R[1, 0], R[1, 1])``.
+forward). Its translation ``t`` gives ``right = t_x``, ``up = -t_y``, ``forward = t_z`` (metres). Its rotation is
+split as ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)`` about camera 1's own axes (:func:`euler_yxz`): ``yaw = atan2(R[0, 2],
+R[2, 2])`` is where camera 2's optical axis points in camera 1's x-z plane, POSITIVE = TURNED RIGHT (a rotation
+about +y, which points down, carries +z towards +x: the scene then shifts left in the image); ``pitch =
+asin(-R[1, 2])``, positive = looking up; ``roll = atan2(R[1, 0], R[1, 1])``. The tests check these signs on
+hand-built poses and on pixels.
 
-Which motion dominates. Metres and degrees do not compare, so each component is turned into the image motion it
-would cause ON ITS OWN: a ``flow_grid`` x rows grid of frame-1 pixel centres with valid metric depth is
-back-projected with the intrinsics, moved by that component alone (a translation along one axis, or one of the
-three rotations) and projected again; the component's flow is the mean displacement over the grid as a fraction of
-the image width (a point that would end up behind the camera counts as one full width, the cap of every point).
-This handles scale: 0.2 m sideways is a big motion in front of a wall and nothing outdoors. The largest of the six
-flows names the answer (``right`` -> move right/left by its sign, ``forward`` -> move forward/backward, ``up`` ->
-move up/down, ``yaw`` -> turn right/left). Rejected: fewer than two posed frames in a time window of each other
-("camera_motion/no_pose"), too few grid pixels with valid metric depth ("camera_motion/no_depth"), less than
-``min_overlap`` of the grid still in view in frame 2 ("camera_motion/no_overlap"), |pitch| or |roll| above
-``max_tilt_deg`` ("camera_motion/tilt"), the largest flow below ``min_flow`` ("camera_motion/static"), pitch, roll
-(or vertical motion without ``vertical``) the largest ("camera_motion/off_axis"), the second largest flow at least
-``max_ratio`` x the largest ("camera_motion/ambiguous"), and, for the levels, a pair clearer than asked (ratio below
-``min_ratio`` or largest flow above ``max_flow``: "camera_motion/too_clear"). All six components and flows are in
-the metadata.
+Which motion dominates. Metres and degrees do not compare, so every part of the motion is turned into the image
+motion it causes ON ITS OWN: a ``flow_grid`` x rows grid of frame-1 pixel centres with valid metric depth is
+back-projected with the intrinsics, moved and projected again; a flow is the mean displacement over the grid in
+image widths (a point that ends up behind the camera, or any point, counts one width at most). Each rotation (yaw,
+pitch, roll) is applied alone. The translation is applied whole and its flow is shared among right/up/forward in
+proportion to the metres along each: among translations the direction of travel decides (where the focus of
+expansion lies; a camera pitched down walking level moves mostly "forward", not partly "up"), against the
+rotations the size of its image motion does (0.2 m sideways is a big motion in front of a wall and nothing
+outdoors). The largest of the six flows names the answer (right -> move right/left by its sign, forward -> move
+forward/backward, up -> move up/down, yaw -> turn right/left). Rejected pairs: less than ``min_overlap`` of the grid
+still in view in frame 2 ("camera_motion/no_overlap"), |pitch| or |roll| above ``max_tilt_deg`` ("tilt"), the
+largest flow below ``min_flow`` ("static"), pitch, roll or (without ``vertical``) up the largest ("off_axis"), the
+second largest at least ``max_ratio`` x the largest ("ambiguous"), a detour on the way (at some posed frame between
+the two, another flow reached ``max_ratio`` x the final largest, or the largest exceeded ``max_detour`` x its final
+value: "detour"; the clip of the video form then shows one motion), and for the levels a pair clearer than asked
+(ratio below ``min_ratio`` or largest flow above ``max_flow``: "too_clear"). Also "no_pose" (no two posed frames
+``min_gap_s``..``max_gap_s`` apart) and "no_depth" (less than ``min_valid_depth`` of the grid valid). The six
+components, their flows, the whole translation's flow, the ratio and the overlap are in the metadata.
 
-Frame pair. A target motion is drawn uniformly first (the answer distribution is balanced by design, whatever the
-sequence mostly does: a walk-through moves forward most of the time, and a skewed distribution would let an
-answer-word prior win). Then up to ``max_pair_tries`` times: frame 1 is drawn among the posed frames that have a
-posed frame ``min_gap_s``..``max_gap_s`` later; only frame 1 is decoded (its depth), every later posed frame of the
-window is scored from the poses alone (vectorised), and frame 2 is drawn among those that pass and show the target.
-None: the try's reason (the commonest failure of the frames whose largest flow is the target's component, else
-"camera_motion/no_target"). Frame 2 is decoded last.
+Frame pair, and why the answers are balanced by construction. A camera mostly does one thing (walks forward,
+pans), and a skewed answer distribution would let an answer-word prior win, so the draw does not follow the data:
 
-Options, and why they give nothing away. The motions come in confusable pairs that move the image the same way:
-(move left, turn left), (move right, turn right), (move forward, move backward) and (move up, move down). The four
-options are the answer's pair plus one other pair drawn uniformly: the answer always stands next to the motion it
-is most easily confused with (telling move left from turn left needs parallax, not "things shifted right"), and the
-option set is two pairs whatever the answer, so its words say nothing about which of the four is right when the
-targets are balanced. Option order is shuffled with the answer at letter ``slot``. The question names no times.
+- with ``reverse`` (default) the pair is shown in reverse time order half of the time (frame 2 filmed first),
+  so every motion and its inverse (forward/backward, left/right) are equally likely; the question never says which
+  image was filmed first;
+- a first frame 1 is drawn among the posed frames with a frame ``min_gap_s``..``max_gap_s`` away (its window)
+  and decoded (the next one if too little of its depth is valid). Its grid stands in for the scene seen from every frame 1 (a room keeps its scale): from
+  the poses alone, every window is labelled (vectorised), which says which motions each frame 1 may show. A few
+  frames 1 covering every motion seen that way (at most ``max_pair_tries`` beyond the first, each drawn among the
+  frames covering most motions not covered yet; a motion not confirmed gets a second frame) are decoded and their
+  windows labelled exactly. Only what is seen exactly counts, the same way for every motion;
+- a confusable pair (below) is shown when both its motions are (forward/backward: one, with ``reverse``); fewer
+  than two pairs: "camera_motion/few_motions" (no clear pair at all: the commonest reason above). The sample's pair
+  and the distractor pair are drawn uniformly among the shown pairs, then one of the pair's motions: for any two
+  pairs A, B the answer is as often in A as in B, and each motion of a pair as often as the other, whatever the
+  sequences mostly do. Frame 2 is drawn among the exact hits of the chosen motion.
 
-Levels move a band of the ratio second/largest flow up towards ``max_ratio`` and the largest flow down
-(``difficulty`` measures both). Video form (``videos``): one clip of ``video_frames`` frames evenly spaced from frame
-1 to frame 2 (both included), same answer.
+Options, and why they give nothing away. The motions come in confusable pairs that shift the image the same way:
+(move left, turn left), (move right, turn right), (move forward, move backward), (move up, move down). The four
+options are the answer's pair plus one other pair shown by the sequence, drawn uniformly: the answer always stands next to the motion it
+is most easily confused with (telling move left from turn left needs parallax, not "things shifted right"), and
+the options are two whole pairs whatever the answer, so with balanced answers their words say nothing. Letters are
+shuffled with the answer at ``slot``. ``ssrl audit`` measures the letter, word and option-set priors and boosted
+trees on the options and frame statistics (``data_builders/task_hooks/camera_motion.py``).
+
+Levels move a band of the ratio (second/largest flow) up towards ``max_ratio`` and the largest flow down;
+``difficulty`` measures both. Video form (``videos``): one clip of ``video_frames`` frames evenly spaced from frame 1
+to frame 2 in the order shown, same answer. ``verify`` (:mod:`.camera_motion_check`) recomputes everything from the
+re-opened sequence by another route.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -60,13 +77,11 @@ from ..sequence import Intrinsics, Sequence, back_project, project, relative_pos
 LETTERS = "ABCD"
 PAIRS: tuple[tuple[str, str], ...] = (("move left", "turn left"), ("move right", "turn right"),
                                       ("move forward", "move backward"), ("move up", "move down"))
-HORIZONTAL = tuple(w for p in PAIRS[:3] for w in p)
-VERTICAL = PAIRS[3]
 COMPONENTS = ("right", "up", "forward", "yaw", "pitch", "roll")  # flow keys; the first four name answers
 LABEL_OF = {"right": ("move right", "move left"), "up": ("move up", "move down"),
             "forward": ("move forward", "move backward"), "yaw": ("turn right", "turn left")}
+BY_REVERSAL = (PAIRS[2], PAIRS[3])  # pairs whose two motions are each other's reverse
 COMPONENT_OF = {w: c for c, pair in LABEL_OF.items() for w in pair}
-PARTNER = {w: v for pair in PAIRS for w, v in (pair, pair[::-1])}  # the motion most easily confused with each
 BEHIND = 0.05  # metres: a point nearer than this to the moved camera's image plane counts as lost (flow = cap)
 FLOW_CAP = 1.0  # image widths: the most one grid point contributes
 PROXY_POINTS = 64  # grid points of the first decoded frame used to screen the other frames 1 from their poses
@@ -85,9 +100,9 @@ class CameraMotionConfig(TaskConfig):
     vertical: bool = False  # offer "move up" / "move down" (vertical motion is an answer, not off-axis)
     videos: bool = False  # add the video form (one clip from frame 1 to frame 2)
     video_frames: int = 8  # frames of the clip, evenly spaced, both ends included (fewer if the pair is closer)
-    min_gap_s: float = 0.3  # frame 2 is this many seconds after frame 1 or more
+    min_gap_s: float = 0.3  # frames 1 and 2 are at least this many seconds apart
     max_gap_s: float = 3.0  # ... and this many at most
-    max_pair_tries: int = 8  # frame-1 draws before rejecting with the last reason
+    max_pair_tries: int = 8  # frames 1 decoded and labelled exactly at most (one per motion the poses suggest)
     flow_grid: int = 24  # grid columns over frame 1 (rows follow the aspect) where the flows are measured
     min_valid_depth: float = 0.25  # share of the grid with valid metric depth
     min_overlap: float = 0.5  # share of the valid grid still inside frame 2
@@ -241,18 +256,6 @@ def label_pairs(table: dict[str, np.ndarray], cfg: CameraMotionConfig) -> tuple[
     return np.where(reason == "", words, ""), reason, ratio, largest
 
 
-def _why(table: dict[str, np.ndarray], reasons: np.ndarray, eligible: np.ndarray, target: str, where: str) -> tuple[str, str]:
-    """The reject reason when no frame 2 shows ``target``: the commonest failure of the eligible pairs whose largest
-    flow is the target's component (the target is there but not clear enough), else "camera_motion/no_target"."""
-    flows = np.stack([table[f"flow_{n}"] for n in COMPONENTS], axis=-1)
-    shows = eligible & (np.argmax(flows, axis=-1) == COMPONENTS.index(COMPONENT_OF[target]))
-    failed = [r for r in reasons[shows] if r]
-    if not failed:
-        return "camera_motion/no_target", f"{where}: no pair shows {target!r}"
-    names, counts = np.unique(failed, return_counts=True)
-    return str(names[int(np.argmax(counts))]), f"{where}: {len(failed)} pairs move along {COMPONENT_OF[target]}, all rejected"
-
-
 def paths(times: np.ndarray, starts: np.ndarray, step: int, min_gap: float, max_gap: float) -> tuple[np.ndarray, np.ndarray]:
     """For each start position (in the posed frames' ``times``): the positions along the path away from it
     (``step`` +1: later frames, -1: earlier ones) up to ``max_gap`` seconds, padded with -1 to a common length, and
@@ -269,11 +272,10 @@ def paths(times: np.ndarray, starts: np.ndarray, step: int, min_gap: float, max_
     return pos, far
 
 
-def options_for(answer: str, slot: int, vertical: bool, rng: np.random.Generator) -> dict[str, str]:
-    """The answer's confusable pair plus one other pair drawn uniformly, shuffled, the answer at letter ``slot``."""
-    pairs = [p for p in (PAIRS if vertical else PAIRS[:3])]
-    own = next(p for p in pairs if answer in p)
-    others = [p for p in pairs if p is not own]
+def options_for(answer: str, slot: int, others: list[tuple[str, str]], rng: np.random.Generator) -> dict[str, str]:
+    """The answer's confusable pair plus one of ``others`` (pairs) drawn uniformly, shuffled, the answer at letter
+    ``slot``."""
+    own = next(p for p in PAIRS if answer in p)
     words = [w for w in (*own, *others[int(rng.integers(len(others)))]) if w != answer]
     words = [words[i] for i in rng.permutation(len(words))]
     texts = words[:slot] + [answer] + words[slot:]
@@ -313,9 +315,6 @@ class CameraMotionTask(Task):
     def num_slots(self) -> int:
         return len(LETTERS)
 
-    def motions(self) -> tuple[str, ...]:
-        return HORIZONTAL + (VERTICAL if self.config.vertical else ())
-
     def difficulty(self, metadata: dict) -> dict[str, Any]:
         """``ratio``: second-largest flow over the largest (higher = the answer competes with another motion);
         ``flow``: the largest flow, fraction of the image width (lower = a subtler motion)."""
@@ -331,8 +330,7 @@ class CameraMotionTask(Task):
         k = source.intrinsics
         if k is None or not source.has_depth:
             raise SourceError(f"{source.id}: camera_motion needs a posed sequence with depth and intrinsics")
-        motions = self.motions()
-        target = motions[int(rng.integers(len(motions)))]
+        pick, member = rng.random(), int(rng.integers(2))  # which pair the sample shows, and which of its motions
         step = -1 if cfg.reverse and rng.random() < 0.5 else 1
         posed = np.asarray(source.posed_indices(), np.int64)
         times = np.asarray(source.timestamps, np.float64)[posed]
@@ -353,57 +351,89 @@ class CameraMotionTask(Task):
             ok = far[starts]
             return p, rel, table, np.where(ok, labels, ""), np.where(ok, reasons, ""), ratio, largest
 
-        partner = PARTNER[target]
-        screened = False
-        reason, detail = "camera_motion/no_target", f"no pair of this sequence shows {target!r}"
-        for _ in range(cfg.max_pair_tries):
-            if allowed.size == 0:
+        def decoded(a: int):
+            """Frame 1 at position ``a``, its grid points and valid share (None when its depth is too sparse)."""
+            frame = source.frame(int(posed[a]))
+            if frame.depth is None or frame.depth.kind != "metric":
+                raise SourceError(f"{source.id}#{int(posed[a])}: camera_motion needs metric depth, got "
+                                  f"{None if frame.depth is None else frame.depth.kind}")
+            points, valid = grid_points(frame.depth, k, cfg.flow_grid)
+            return (frame, points, valid) if valid >= cfg.min_valid_depth else None
+
+        first = None
+        for a in rng.permutation(allowed)[: cfg.max_pair_tries]:
+            first = decoded(int(a))
+            if first is not None:
                 break
-            a = int(allowed[int(rng.integers(allowed.size))])
-            allowed = allowed[allowed != a]
-            i1 = int(posed[a])
-            frame1 = source.frame(i1)
-            if frame1.depth is None or frame1.depth.kind != "metric":
-                raise SourceError(f"{source.id}#{i1}: camera_motion needs metric depth, got "
-                                  f"{None if frame1.depth is None else frame1.depth.kind}")
-            points, valid = grid_points(frame1.depth, k, cfg.flow_grid)
-            if valid < cfg.min_valid_depth:
-                reason, detail = "camera_motion/no_depth", f"frame {i1}: {valid:.0%} of the grid has valid depth"
-                continue
-            if not screened:
-                # This frame's grid stands in for the scene seen from every frame 1 (a room keeps its scale): from
-                # the poses alone, which motions does the sequence show, and from which frames 1? A sequence gives
-                # a motion only if it also shows its confusable partner, so each pair's two answers come equally
-                # often whatever the camera mostly did (a turn-heavy sequence cannot tilt turn vs move left).
-                screened = True
-                sub = points[:: max(1, points.shape[0] // PROXY_POINTS)]
-                pool = np.union1d(allowed, [a])
-                if pool.size > PROXY_FRAMES:
-                    pool = np.union1d(rng.choice(allowed, PROXY_FRAMES - 1, replace=False), [a])
-                _, _, ptable, seen, preasons, _, _ = scored(pool, sub)
-                if not (seen == target).any():
-                    raise Reject(*_why(ptable, preasons, far[pool], target, "the sequence"))
-                if not (seen == partner).any():
-                    raise Reject("camera_motion/unpaired", f"the sequence shows {target!r} but not {partner!r}")
-                allowed = np.setdiff1d(pool[(seen == target).any(axis=1)], [a])
-            p, rel, table, labels, reasons, ratio, largest = scored(np.array([a]), points)
-            p, rel, labels, reasons, ratio, largest = p[0], rel[0], labels[0], reasons[0], ratio[0], largest[0]
-            table = {n: v[0] for n, v in table.items()}
-            hit = np.flatnonzero(labels == target)
-            if hit.size:
-                c = int(hit[int(rng.integers(hit.size))])
-                return self._sample(source, frame1, p[:c + 1], posed, rel[c], {n: float(v[c]) for n, v in table.items()},
-                                    float(ratio[c]), float(largest[c]), target, valid, int(points.shape[0]),
-                                    int(hit.size), int(far[a].sum()), step, slot, rng)
-            reason, detail = _why(table, reasons, far[a, : len(p)], target, f"frame {i1}'s window")
-        raise Reject(reason, detail)
+        if first is None:
+            raise Reject("camera_motion/no_depth", f"no frame 1 tried has {cfg.min_valid_depth:.0%} of its grid valid")
+        # The first frame's grid stands in for the scene seen from every frame 1 (a room keeps its scale): from the
+        # poses alone, which motions may each frame 1's window show? Frames 1 covering them are then decoded and
+        # labelled exactly; only what is seen exactly counts, the same way for every motion.
+        sub = first[1][:: max(1, first[1].shape[0] // PROXY_POINTS)]
+        pool = allowed if allowed.size <= PROXY_FRAMES else np.union1d(rng.choice(allowed, PROXY_FRAMES - 1, replace=False), [a])
+        seen = scored(pool, sub)[3]
+        # frames 1 covering every motion seen, fewest first: each pick is drawn among the frames whose window shows
+        # the most motions not covered yet (a window often shows two or three), which keeps the decoding down
+        words = sorted({w for w in seen.ravel() if w})
+        shows = np.stack([(seen == w).any(axis=1) for w in words], axis=1) if words else np.zeros((pool.size, 0), bool)
+        chosen, left = [int(a)], np.ones(len(words), bool)
+        left &= ~shows[np.searchsorted(pool, a)] if a in pool else left
+        while left.any():
+            gain = (shows & left).sum(axis=1)
+            best = np.flatnonzero(gain == gain.max())
+            pick_row = int(best[int(rng.integers(best.size))])
+            chosen.append(int(pool[pick_row]))
+            left &= ~shows[pick_row]
+        exact: dict[int, tuple] = {}
+
+        def label(frames: list[int]) -> dict[str, list[tuple[int, int]]]:
+            """Decode and label ``frames`` exactly (within the budget); every (frame 1, path step) showing each motion."""
+            for b in frames:
+                if b not in exact and len(exact) <= cfg.max_pair_tries:
+                    got = first if b == a else decoded(b)
+                    exact[b] = (got, scored(np.array([b]), got[1])) if got is not None else None
+            done = {b: v for b, v in exact.items() if v is not None}
+            return {w: [(b, int(c)) for b, (_, sc) in done.items() for c in np.flatnonzero(sc[3][0] == w)]
+                    for w in {w for _, sc in done.values() for w in sc[3][0] if w}}
+
+        hits = label(chosen)
+        # a motion the poses suggest but its frame did not show exactly gets a second frame (the same for every motion)
+        retry = []
+        for i, w in enumerate(words):
+            rows_ = np.flatnonzero(shows[:, i] & ~np.isin(pool, list(exact)))
+            if w not in hits and rows_.size:
+                retry.append(int(pool[rows_[int(rng.integers(rows_.size))]]))
+        hits = label(retry) if retry else hits
+        exact = {b: v for b, v in exact.items() if v is not None}
+        pairs = PAIRS if cfg.vertical else PAIRS[:3]
+        # forward/backward (up/down) are balanced by ``reverse`` already: one of them is enough there
+        need = any if cfg.reverse else all
+        shown = [pair for pair in pairs if (need if pair in BY_REVERSAL else all)(w in hits for w in pair)]
+        if len(shown) < 2:
+            reasons = Counter(r for _, sc in exact.values() for r in sc[4][0] if r)
+            if not hits and reasons:  # no clear pair at all: say why the frames were turned down
+                reason, n = reasons.most_common(1)[0]
+                raise Reject(reason, f"all {sum(reasons.values())} pairs of {len(exact)} frames 1 rejected, {n} for this")
+            raise Reject("camera_motion/few_motions", f"the sequence shows {sorted(hits) or 'nothing'}: {len(shown)} "
+                                                      f"whole confusable pairs, 2 needed")
+        # The pair and the distractor pair are drawn among the pairs shown, and the motion between the pair's two:
+        # for any two pairs A, B the answer is as often in A as in B, and each motion of a pair as often as the
+        # other, whatever the sequences mostly do.
+        own = shown[int(pick * len(shown))]
+        present = [w for w in own if w in hits]  # both, except a reversal pair seen one way
+        target, others = present[member % len(present)], [pair for pair in shown if pair is not own]
+        b, c = hits[target][int(rng.integers(len(hits[target])))]
+        (frame1, points, valid), (p, rel, table, labels, _, ratio, largest) = exact[b]
+        return self._sample(source, frame1, p[0][:c + 1], posed, rel[0][c], {n: float(v[0][c]) for n, v in table.items()},
+                            float(ratio[0][c]), float(largest[0][c]), target, options_for(target, slot, others, rng),
+                            shown, valid, int(points.shape[0]), int((labels[0] == target).sum()), int(far[b].sum()), step)
 
     def _sample(self, seq: Sequence, frame1, path: np.ndarray, posed: np.ndarray, rel: np.ndarray, row: dict[str, float],
-                ratio: float, largest: float, answer: str, valid: float, npoints: int, matches: int, window: int,
-                step: int, slot: int, rng: np.random.Generator) -> Sample:
+                ratio: float, largest: float, answer: str, options: dict[str, str], shown: list, valid: float,
+                npoints: int, matches: int, window: int, step: int) -> Sample:
         cfg = self.config
         frame2 = seq.frame(int(posed[path[-1]]))
-        options = options_for(answer, slot, cfg.vertical, rng)
         lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
         tail = f"\n{lines}\nAnswer with the letter of the correct option (A, B, C or D)."
         question = f"<image>\n<image>\n{QUESTION}{tail}"
@@ -432,10 +462,12 @@ class CameraMotionTask(Task):
             "dominant": COMPONENT_OF[answer],
             "answer_text": answer,
             "options": options,
+            "sequence_pairs": [list(pair) for pair in shown],  # the pairs this sequence shows (screened from poses)
             "window_frames": window,  # frames that could be frame 2 for this frame 1
             "window_matches": matches,  # ... and show the answer
         }
-        sample = Sample(self.name, self.name, question, images, LETTERS[slot], metadata, options=dict(options))
+        letter = next(a for a, w in options.items() if w == answer)
+        sample = Sample(self.name, self.name, question, images, letter, metadata, options=dict(options))
         if cfg.videos:
             idx = clip_indices(frame1.index, frame2.index, cfg.video_frames)  # in the order shown
             sample.videos = [[f.source.image() for f in seq.frames(idx)]]
