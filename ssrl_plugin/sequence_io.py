@@ -31,14 +31,13 @@ from PIL import Image
 from .errors import ConfigError, SourceError
 from .sources import (
     IMAGE_EXTS,
-    REASON_FOLDER_SEEN,
     SEQUENCE_SCHEME,
     LoadOptions,
     SourceRef,
     _file_problem,
     _make_id,
-    _reason_unlistable,
     _root_name,
+    walk_folders,
 )
 
 KINDS = ("video", "frames", "scannet", "tum", "posed")
@@ -226,24 +225,7 @@ def natural_key(name: str) -> tuple:
 
 # -------------------------------------------------------------------------------------------------- discovery
 
-def _walk_dirs(root: str, skipped: Skipped):
-    """Every non-hidden folder below ``root`` (``root`` first), with its sorted non-hidden entries: yields
-    ``(folder, sub folder names, file names)``; the caller may prune ``sub folder names`` in place. Symbolic links to
-    folders are followed, each real folder once (a second path is reported)."""
-    seen: set[str] = set()
-
-    def unlistable(e: OSError) -> None:
-        skipped.append((os.path.abspath(e.filename), _reason_unlistable(e)))
-
-    for dirpath, dirnames, filenames in os.walk(os.path.abspath(root), onerror=unlistable, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            skipped.append((dirpath, REASON_FOLDER_SEEN))
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        yield dirpath, dirnames, sorted(f for f in filenames if not f.startswith("."))
+_walk_dirs = walk_folders  # the folder walk of image discovery: same hidden-entry, link-loop and error rules
 
 
 def sequence_id(root: str, folder_or_file: str) -> str:

@@ -175,17 +175,11 @@ def _make_id(root_name: str, rel: str) -> str:
     return f"{root_name}/{PurePath(os.path.normpath(rel)).as_posix()}"
 
 
-def _walk(root: str) -> tuple[list[str], Skipped]:
-    """Every readable regular file under ``root`` (absolute, sorted, recursive) and what could not be used.
-
-    Hidden entries (names starting with ``.``: ``.git``, macOS ``._x.jpg`` resource forks) are ignored silently,
-    files and folders alike, as a shell or glob ``*`` ignores them. Symlinked folders are followed (datasets are
-    often linked in) but each real folder is walked once, so link loops cannot hang discovery; a second path to a
-    walked folder is reported. Broken links, pipes/devices, unreadable files and folders that cannot be listed
-    come back in the skipped list (absolute paths). Paths are made absolute without resolving symbolic links.
-    """
-    files: list[str] = []
-    skipped: Skipped = []
+def walk_folders(root: str, skipped: Skipped):
+    """Every non-hidden folder below ``root`` (``root`` first), absolute, with its sorted non-hidden sub folders and
+    files: yields ``(folder, sub folder names, file names)``; the caller may prune the sub folder names in place.
+    Symbolic links to folders are followed, each real folder once (a second path to it goes to ``skipped``, as do
+    folders that cannot be listed)."""
     seen: set[str] = set()
 
     def unlistable(e: OSError) -> None:
@@ -199,9 +193,22 @@ def _walk(root: str) -> tuple[list[str], Skipped]:
             continue
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, dirnames, sorted(f for f in filenames if not f.startswith("."))
+
+
+def _walk(root: str) -> tuple[list[str], Skipped]:
+    """Every readable regular file under ``root`` (absolute, sorted, recursive) and what could not be used.
+
+    Hidden entries (names starting with ``.``: ``.git``, macOS ``._x.jpg`` resource forks) are ignored silently,
+    files and folders alike, as a shell or glob ``*`` ignores them. Symlinked folders are followed (datasets are
+    often linked in) but each real folder is walked once, so link loops cannot hang discovery; a second path to a
+    walked folder is reported. Broken links, pipes/devices, unreadable files and folders that cannot be listed
+    come back in the skipped list (absolute paths). Paths are made absolute without resolving symbolic links.
+    """
+    files: list[str] = []
+    skipped: Skipped = []
+    for dirpath, _, filenames in walk_folders(root, skipped):
         for f in filenames:
-            if f.startswith("."):
-                continue
             path = os.path.join(dirpath, f)
             problem = _file_problem(path)
             if problem is None:

@@ -60,10 +60,12 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
                   "<|image_pad|>", "<|video_pad|>"]
 
 # Qwen2.5-VL's template, reduced to what single-turn image prompts use (system prompt as Qwen's default).
+DEFAULT_SYSTEM_TURN = ("{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+                       "assistant.<|im_end|>\n{% endif %}")
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}"
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    + DEFAULT_SYSTEM_TURN +
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -255,20 +257,7 @@ QWEN3_PREPROCESSOR = {
 # Qwen3-VL-Instruct's template, reduced to single-turn image/video prompts. Unlike Qwen2.5-VL's it adds no default
 # system prompt; the vision span is the same <|vision_start|><|image_pad|><|vision_end|>, which the processor
 # expands to one <|image_pad|> per merged 32 x 32 cell.
-QWEN3_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+QWEN3_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(DEFAULT_SYSTEM_TURN, "")
 
 
 def qwen3_image_processor():
