@@ -243,12 +243,13 @@ def test_qwen3_overrides_file_format(monkeypatch):
         if key == "data.mm_processor_kwargs.max_pixels":
             expected = str(QWEN3_DEFAULT_MAX_PIXELS)
         assert got.get(key) == expected, key
-    # the same keys, in the same order, with the same `++` as verl_grpo.overrides; only pixels and name differ
+    # the same keys, in the same order, with the same `++` as verl_grpo.overrides; only pixels, patch and name differ
     base = _lines(tec.CONFIGS / "verl_grpo.overrides")
     q3 = _lines(QWEN3_OVERRIDES)
     assert [ln.partition("=")[0] for ln in base] == [ln.partition("=")[0] for ln in q3]
     diff = {a.partition("=")[0] for a, b in zip(base, q3) if a != b}
-    assert diff == {"++data.mm_processor_kwargs.max_pixels", "trainer.experiment_name"}
+    assert diff == {"++data.mm_processor_kwargs.max_pixels", "trainer.experiment_name", "data.image_patch_size"}
+    assert got["data.image_patch_size"] == "16" and tec._override_dict(base)["data.image_patch_size"] == "14"
 
 
 def test_qwen3_easyr1_and_verl_agree(monkeypatch):
