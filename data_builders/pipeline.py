@@ -31,7 +31,8 @@ from ssrl_plugin.dataset import Candidate, VisitPlanner
 from ssrl_plugin.errors import ConfigError, NothingUsable, OutputError
 from ssrl_plugin.registry import Task, create_task
 from ssrl_plugin.seeding import key_to_int
-from ssrl_plugin.sources import POOLS, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd
+from ssrl_plugin.sources import (POOLS, SourceRef, absolute_rgb_spec, absolute_rgbd_spec, discover_rgb, discover_rgbd,
+                                 with_spec_path)
 
 from .checkpoint import ROWS_LOG, STATE_FILE, load_state, new_state, save_state
 from .executor import Executor
@@ -636,9 +637,7 @@ def absolute_sequence_spec(spec: str) -> str:
     from ssrl_plugin.sequence_io import parse_sequence_spec
 
     path = parse_sequence_spec(spec)["path"]
-    kind, rest = spec.split(":", 1)
-    options = rest.strip()[len(path):] if rest.strip().startswith(path) else ""
-    return f"{kind.strip()}:{os.path.abspath(os.path.expanduser(path))}{options}"
+    return with_spec_path(spec, path, os.path.abspath(os.path.expanduser(path)))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -26,7 +26,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ssrl_plugin.errors import SourceError, SSRLError
-from ssrl_plugin.sources import IMAGE_EXTS, SourceRef, discover_rgb, discover_rgbd, parse_rgbd_spec
+from ssrl_plugin.sources import IMAGE_EXTS, SourceRef, discover_rgb, discover_rgbd, parse_rgbd_spec, with_spec_path
 
 _GLOB_MAGIC = ("*", "?", "[")
 
@@ -124,15 +124,13 @@ def _relocate_specs(specs: list[str], path_of, sources: Sequence[str], result: R
     out: list[str] = []
     for spec in specs:
         path = path_of(spec)
-        kind, rest = spec.split(":", 1)
-        options = rest.strip()[len(path):] if rest.strip().startswith(path) else ""
         found = find_root(path, sources, want_file=os.path.splitext(path)[1].lower() in VIDEO_EXTS)
         if found is None:
             result.missing.append(_norm(path))
             continue
         if found != _norm(path):
             result.moved[_norm(path)] = found
-            spec = f"{kind.strip()}:{found}{options}"
+            spec = with_spec_path(spec, path, found)
         out.append(spec)
     return out
 

@@ -37,6 +37,7 @@ from .sources import (
     _file_problem,
     _make_id,
     _root_name,
+    split_spec,
     walk_folders,
 )
 
@@ -80,21 +81,10 @@ def parse_sequence_spec(spec: str) -> dict:
     ``intrinsics=fx;fy;cx;cy`` (tum, in TUM's convention: integer pixel centres). Trailing comma parts that are not
     ``key=value`` belong to the path, as in ``--rgbd`` specs.
     """
-    kind, sep, rest = os.fspath(spec).partition(":")
-    kind = kind.strip().lower()
-    if not sep or not rest.strip():
-        raise ConfigError(f"--sequences {spec}: expected KIND:PATH[,key=value...] with KIND one of {', '.join(KINDS)}")
-    if kind not in KINDS:
-        raise ConfigError(f"--sequences {spec}: unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
-    parts = rest.split(",")
-    n_path = len(parts)
-    while n_path > 1 and "=" in parts[n_path - 1]:
-        n_path -= 1
-    path = ",".join(parts[:n_path]).strip()
+    kind, path, items = split_spec(os.fspath(spec), "--sequences", KINDS)
     allowed = COMMON_KEYS + KIND_KEYS[kind]
     options: dict[str, Any] = {}
-    for item in parts[n_path:]:
-        key, _, value = (s.strip() for s in item.partition("="))
+    for key, value in items:
         if key not in allowed:
             raise ConfigError(f"--sequences {spec}: unknown key {key!r} for {kind} (expected one of {', '.join(allowed)})")
         if key in ("frames", "max_frames"):

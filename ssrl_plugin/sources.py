@@ -364,6 +364,30 @@ def _spec_float(spec: str, key: str, value: str) -> float:
     return x
 
 
+def split_spec(spec: str, flag: str, kinds: tuple[str, ...]) -> tuple[str, str, list[tuple[str, str]]]:
+    """``KIND:PATH[,key=value...]`` -> (kind, path, [(key, value)...]), the form of ``--rgbd`` and ``--sequences``.
+    Trailing comma parts that are not ``key=value`` belong to the path, so paths with commas still work."""
+    kind, sep, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if not sep or not rest.strip():
+        raise ConfigError(f"{flag} {spec}: expected KIND:PATH[,key=value...] with KIND one of {', '.join(kinds)}")
+    if kind not in kinds:
+        raise ConfigError(f"{flag} {spec}: unknown kind {kind!r} (expected one of {', '.join(kinds)})")
+    parts = rest.split(",")
+    n_path = len(parts)
+    while n_path > 1 and "=" in parts[n_path - 1]:
+        n_path -= 1
+    items = [tuple(s.strip() for s in item.partition("=")[::2]) for item in parts[n_path:]]
+    return kind, ",".join(parts[:n_path]).strip(), items  # type: ignore[return-value]
+
+
+def with_spec_path(spec: str, path: str, new_path: str) -> str:
+    """``spec`` (``KIND:PATH[,options]`` whose PATH is ``path``) with PATH replaced by ``new_path``, options kept."""
+    kind, rest = spec.split(":", 1)
+    options = rest.strip()[len(path):] if rest.strip().startswith(path) else ""
+    return f"{kind.strip()}:{new_path}{options}"
+
+
 def parse_rgbd_spec(spec: str) -> dict:
     """Parse ``KIND:PATH[,key=value...]`` (KIND: diode | megadepth | pairs).
 
@@ -373,21 +397,10 @@ def parse_rgbd_spec(spec: str) -> dict:
     16-bit PNG, nothing otherwise), ``format`` (pairs only: npy | npz | png16 | auto). Trailing comma parts that are
     not ``key=value`` belong to the path, so paths with commas still work.
     """
-    layout, sep, rest = spec.partition(":")
-    layout = layout.strip().lower()
-    if not sep or not rest.strip():
-        raise ConfigError(f"--rgbd {spec}: expected KIND:PATH[,key=value...] with KIND one of {', '.join(RGBD_LAYOUTS)}")
-    if layout not in RGBD_LAYOUTS:
-        raise ConfigError(f"--rgbd {spec}: unknown kind {layout!r} (expected one of {', '.join(RGBD_LAYOUTS)})")
-    parts = rest.split(",")
-    n_path = len(parts)
-    while n_path > 1 and "=" in parts[n_path - 1]:
-        n_path -= 1
-    path = ",".join(parts[:n_path]).strip()
+    layout, path, items = split_spec(spec, "--rgbd", RGBD_LAYOUTS)
     out = {"layout": layout, "path": path, "depth_kind": _DEFAULT_KIND[layout], "scale": 1.0, "invalid": None,
            "format": "diode" if layout == "diode" else "megadepth" if layout == "megadepth" else "auto"}
-    for item in parts[n_path:]:
-        key, _, value = (s.strip() for s in item.partition("="))
+    for key, value in items:
         if key not in _SPEC_KEYS[layout]:
             raise ConfigError(f"--rgbd {spec}: unknown key {key!r} for {layout} (expected {', '.join(_SPEC_KEYS[layout])})")
         if key == "kind":
@@ -414,10 +427,8 @@ def absolute_rgb_spec(spec: str) -> str:
 
 def absolute_rgbd_spec(spec: str) -> str:
     """``KIND:PATH[,key=value...]`` with PATH made absolute (options kept as given)."""
-    cfg = parse_rgbd_spec(spec)
-    kind, rest = spec.split(":", 1)
-    options = rest.strip()[len(cfg["path"]):] if rest.strip().startswith(cfg["path"]) else ""
-    return f"{kind.strip()}:{os.path.abspath(os.path.expanduser(cfg['path']))}{options}"
+    path = parse_rgbd_spec(spec)["path"]
+    return with_spec_path(spec, path, os.path.abspath(os.path.expanduser(path)))
 
 
 # ---------------------------------------------------------------------------------------------- RGB-D layouts
