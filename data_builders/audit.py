@@ -703,6 +703,12 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
     for r in report.failures:
         lines.append(f"FAIL {r.task}/{r.variant}: '{r.solver}' ({r.target}; {r.kind}) {r.accuracy:.1%} vs chance "
                      f"{r.chance:.1%}: {r.detail}")
+    blind = sum(r.counted and r.kind in BLIND_KINDS for r in report.results)
+    if any(r.kind in BLIND_KINDS for r in report.failures):
+        # the decision holds the family-wise error at 1 - CONFIDENCE, not at zero: say how to tell luck from a leak
+        lines.append(f"a blind solver's FAIL is a false alarm at most {1 - CONFIDENCE:.0%} of the time when nothing "
+                     f"leaks ({CONFIDENCE:.0%} confidence over all {blind} blind solvers): rebuild with another --seed "
+                     f"or more samples; a real shortcut fails again, a chance one does not")
     if report.unreadable:
         lines.append(f"{len(report.unreadable)} rows could not be read, e.g. {report.unreadable[0]}")
     lines += report.notes

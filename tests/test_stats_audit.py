@@ -198,6 +198,7 @@ def test_biased_answer_letter_fails_the_audit(dataset, tmp_path, capsys):
     assert main(["audit", str(biased)]) == 1
     out = capsys.readouterr().out
     assert "FAIL crop/crop: 'most frequent letter'" in out and "audit: FAIL" in out
+    assert "a real shortcut fails again" in out  # how to tell a leak from the 5 % false alarms
 
 
 def test_audit_user_errors(tmp_path, capsys):

@@ -117,6 +117,47 @@ def test_query_position_could_belong_to_any_candidate():
         assert true["frame1_center"] == meta["query"]["center"]
 
 
+
+def test_which_member_answers_changes_nothing_a_blind_solver_sees():
+    """The answer is decided after the set: forcing each of the four members to be the answer (same seed, same slot,
+    the same draws consumed) leaves image 2, the candidates' positions and regions and the query's shown position
+    unchanged - only which candidate sits at the answer's letter, image 1's content and the crop's place differ."""
+
+    class Forced(CrossViewTask):
+        pick = 0
+
+        def _answer_member(self, rng):
+            super()._answer_member(rng)  # keep the random stream aligned with the unforced task
+            return self.pick
+
+    checked = 0
+    for i in range(3):
+        seq = demo_seq(i)
+        for seed in range(2):
+            outs = []
+            for pick in range(4):
+                task = Forced()
+                task.pick = pick
+                outs.append(make(seq, seed, (i + seed) % 4, task))
+            if any(o is None for o in outs):
+                continue
+            checked += 1
+            metas = [o.metadata for o in outs]
+            sets = [sorted(tuple(c["center"]) for c in m["candidates"]) for m in metas]
+            assert all(s == sets[0] for s in sets)
+            assert len({tuple(m["query"]["shown_center"]) for m in metas}) == 1
+            assert len({tuple(m["frames"]) for m in metas}) == 1
+            answers = {tuple(next(c for c in m["candidates"] if c["label"] == m["answer"])["center"]) for m in metas}
+            assert len(answers) == 4  # each member answered once
+            for o in outs[1:]:  # image 2 differs only in the letters of the badges
+                a, b = (np.asarray(x.images[1], dtype=np.int16) for x in (outs[0], o))
+                boxes = np.zeros(a.shape[:2], bool)
+                for c in o.metadata["candidates"]:
+                    x0, y0, x1, y1 = c["box"]
+                    boxes[y0:y1, x0:x1] = True
+                assert np.array_equal(a[boxes], b[boxes])
+    assert checked >= 3
+
 def test_candidates_spaced_alike_and_far_in_3d():
     for _, smp in samples():
         meta, th = smp.metadata, smp.metadata["thresholds"]

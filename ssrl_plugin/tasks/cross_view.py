@@ -344,6 +344,11 @@ class CrossViewTask(Task):
                 return chosen
         return None
 
+    @staticmethod
+    def _answer_member(rng: np.random.Generator) -> int:
+        """Which member of the set becomes the answer: uniform, drawn after the set (a test forces each in turn)."""
+        return int(rng.integers(4))
+
     def _sample(self, seq: Sequence, f1: Frame, f2: Frame, rng: np.random.Generator, slot: int) -> Sample:
         cfg = self.config
         k = f1.intrinsics
@@ -365,7 +370,7 @@ class CrossViewTask(Task):
         if members is None:
             raise Reject(f"{TASK}/no_candidate_set", f"no 4 of {len(mt)} matchable windows are spaced, alike and "
                                                      f"within the crop's slack {slack}")
-        true = members[int(rng.integers(4))]  # decided after the set, uniformly
+        true = members[self._answer_member(rng)]
         qx, qy = mt.qx[members], mt.qy[members]
         m = geom.margin
         lo_x, hi_x = max(m, int(qx.max()) - slack[0]), min(cw - 1 - m, int(qx.min()))
