@@ -105,7 +105,7 @@ class VideoSequence(Sequence):
 
     def _index(self, container, options: dict) -> None:
         stream = container.streams.video[0]
-        self._stream_index = stream.index
+        self._stream_index = stream.index  # among ALL streams (an audio stream may come first)
         self._time_base = stream.time_base or Fraction(1, 90000)
         pts, keys, discard, bytes_digest, first = self._demux(container, stream)
         declared = int(stream.frames or 0)
@@ -126,7 +126,7 @@ class VideoSequence(Sequence):
         tb = float(self._time_base)
         seconds = (native - native[0]).astype(np.float64) * tb
         if not declared:  # Matroska / WebM: no frame count in the header, but a duration
-            self._check_truncated(seconds, stream_duration, container_duration, n_streams)
+            self._check_truncated(seconds, float(native[-1]) * tb, stream_duration, container_duration, n_streams)
         sel = sampled(self.path, seconds, options)
         self._pts, self._keys = native[sel], key_arr
         self.timestamps = seconds[sel] - seconds[sel[0]]
@@ -201,8 +201,11 @@ class VideoSequence(Sequence):
             raise SourceError(f"{self.path}: cannot read video ({_short(e)})") from None
         return pts, keys, discard, h.digest(), first
 
-    def _check_truncated(self, seconds, stream_duration, container_duration, n_streams) -> None:
-        """A file cut short keeps its header's duration (Matroska, WebM) while its packets stop early."""
+    def _check_truncated(self, seconds, last_pts_s: float, stream_duration, container_duration, n_streams) -> None:
+        """A file cut short keeps its header's duration (Matroska, WebM) while its packets stop early.
+
+        Muxers disagree on whether that duration counts from the first frame or from time 0 (a file starting at
+        5 s), so the frames cover the larger of their span and the last frame's time from 0."""
         tb = float(self._time_base)
         if stream_duration:
             declared = stream_duration * tb
@@ -211,7 +214,7 @@ class VideoSequence(Sequence):
         else:
             return
         step = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
-        if declared - seconds[-1] > max(1.0, 3 * step):
+        if declared - max(seconds[-1], last_pts_s) > max(1.0, 3 * step):
             raise SourceError(f"{self.path}: truncated video (frames end at {seconds[-1]:.2f} s, the header says "
                               f"{declared:.2f} s)")
 
@@ -228,7 +231,7 @@ class VideoSequence(Sequence):
         container, state = self._av, self._av_state
         out = []
         try:
-            stream = container.streams.video[self._stream_index]
+            stream = container.streams[self._stream_index]
             for t in targets:
                 if self._first is not None and t == self._pts[0]:
                     frame = self._first  # decoded at open for its rotation

@@ -146,6 +146,48 @@ def test_truncated_matroska_is_an_error(tmp_path):
     one_line(e, cut)
 
 
+
+def _mux_audio_first(path, frames, first_pts: int) -> None:
+    """A 30 fps H.264 video stream muxed AFTER an audio stream (stream 0 is audio), its first frame at
+    ``first_pts`` / 30 s: what phones and screen recorders write."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        audio = c.add_stream("pcm_s16le" if str(path).endswith(".mkv") else "aac", rate=48000)
+        audio.codec_context.layout = "mono"
+        video = c.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        video.codec_context.time_base = Fraction(1, 30)
+        fmt = audio.codec_context.format.name
+        for i, rgb in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf.pts, vf.time_base = first_pts + i, Fraction(1, 30)
+            c.mux(video.encode(vf))
+            wave = np.sin(np.arange(1024) * 0.05 + i)
+            samples = (wave * 3000).astype(np.int16) if fmt == "s16" else (wave * 0.1).astype(np.float32)
+            af = av.AudioFrame.from_ndarray(samples[None], format=fmt, layout="mono")
+            af.sample_rate = 48000
+            c.mux(audio.encode(af))
+        c.mux(video.encode())
+        c.mux(audio.encode())
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_audio_stream_first_and_late_start(tmp_path, ext):
+    """Stream 0 is audio and the first frame is at 5 s: every frame decodes, times count from the first frame, and a
+    Matroska header's duration (which counts from 0) is not mistaken for a truncated file."""
+    frames = moving_frames(24, 96, 64)
+    path = tmp_path / f"late{ext}"
+    _mux_audio_first(path, frames, first_pts=150)
+    seq = open_sequence(only_ref(f"video:{path}")[0], OPTS)
+    assert len(seq) == 24
+    np.testing.assert_allclose(seq.timestamps, np.arange(24) / 30, atol=1e-3)
+    for fr in seq.frames([0, 9, 23]):
+        idx, err = nearest_original(fr.rgb, frames)
+        assert idx == fr.index and err < 12, (idx, fr.index, err)
+
 def test_variable_frame_rate_uses_presentation_times(tmp_path):
     frames = moving_frames(20)
     times = np.cumsum(np.r_[0.0, np.random.default_rng(1).uniform(0.01, 0.2, 19)])
