@@ -12,6 +12,8 @@ root keeps its name. Relocation uses exactly that:
   options) is kept;
 - a root that exists where it was recorded stays there unless a ``--sources`` folder matches it;
 - a root found nowhere is reported as missing: its samples are verified (or previewed) without their source.
+- a root that is itself the one source (an image, a video, one sequence folder) is named after its parent folder,
+  which a move may change: its source gets back the id it was built with.
 
 Relative entries of a ``.txt`` list resolve against the list's (relocated) folder, as in ``ssrl build``; absolute
 entries are used as written.
@@ -19,6 +21,7 @@ entries are used as written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +29,16 @@ from pathlib import PurePath
 from typing import Any
 
 from ssrl_plugin.errors import SourceError, SSRLError
-from ssrl_plugin.sources import IMAGE_EXTS, SourceRef, discover_rgb, discover_rgbd, parse_rgbd_spec, with_spec_path
+from ssrl_plugin.sources import (
+    IMAGE_EXTS,
+    SourceRef,
+    _make_id,
+    _root_name,
+    discover_rgb,
+    discover_rgbd,
+    parse_rgbd_spec,
+    with_spec_path,
+)
 
 _GLOB_MAGIC = ("*", "?", "[")
 
@@ -135,6 +147,18 @@ def _relocate_specs(specs: list[str], path_of, sources: Sequence[str], result: R
     return out
 
 
+def _self_id(root: str) -> str:
+    return _make_id(_root_name(os.path.dirname(root)), os.path.basename(root))
+
+
+def _with_recorded_id(ref: SourceRef, old_root: str, new_root: str) -> SourceRef:
+    """A root that is itself the source (one image, one video, one sequence folder) is named after its PARENT
+    folder, which a move may change: such a ref gets back the id it was built with."""
+    if ref.id == _self_id(new_root) and _self_id(old_root) != ref.id:
+        return dataclasses.replace(ref, id=_self_id(old_root))
+    return ref
+
+
 @dataclass
 class FoundSources:
     """Every source the relocated config still reaches, by id, and what could not be reached."""
@@ -165,17 +189,21 @@ def find_sources(manifest_config: dict[str, Any], sources: Sequence[str] = ()) -
         pools = collect_sources(config)
         refs = {r.id: r for r in pools.all_refs()}
     else:
-        specs = [(s, discover_rgb) for s in config.rgb] + [(s, discover_rgbd) for s in config.rgbd]
+        specs = [(s, discover_rgb, s) for s in config.rgb] + [(s, discover_rgbd, None) for s in config.rgbd]
         if config.sequences:
-            from ssrl_plugin.sequence_io import discover_sequences
+            from ssrl_plugin.sequence_io import discover_sequences, parse_sequence_spec
 
-            specs += [(s, discover_sequences) for s in config.sequences]
-        for spec, discover in specs:
+            specs += [(s, discover_sequences, parse_sequence_spec(s)["path"]) for s in config.sequences]
+        recorded = {new: old for old, new in rel.moved.items()}
+        for spec, discover, root in specs:
             try:
                 found, _skipped = discover(spec)
             except SourceError as exc:  # e.g. an unreadable list file: its sources are missing, said once
                 missing.append(str(exc))
                 continue
+            old_root = recorded.get(_norm(root)) if root else None
             for ref in found:
+                if old_root is not None:
+                    ref = _with_recorded_id(ref, old_root, _norm(root))
                 refs.setdefault(ref.id, ref)
     return FoundSources(refs, missing, rel.moved, rel.demo), config

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from data_builders.cli import main
-from data_builders.relocate import relocate
+from data_builders.relocate import find_sources, relocate
 from data_builders.verify import verify_dataset
 
 SMALL_DEMO = ["demo.num_rgb=8", "demo.num_rgbd=8", "demo.width=320", "demo.height=240"]
@@ -121,6 +121,25 @@ def test_relocate_keeps_globs_lists_and_rgbd_options(tmp_path):
     assert rel.missing == ["/old/missing"]
     assert cfg["rgb"][0] == "/old/imgs/**/*.jpg"  # the manifest's config is not changed in place
 
+
+
+def test_a_root_that_is_its_own_source_keeps_its_id_when_moved(tmp_path):
+    """One image given to --rgb and one sequence folder given to --sequences are named after their parent folder
+    (``a/...``); moved under another parent they are found with --sources and keep the ids the build recorded."""
+    from ssrl_plugin.sequence_export import write_frames
+
+    write_jpegs(tmp_path / "a" / "imgs", n=1)
+    image = next((tmp_path / "a" / "imgs").iterdir())
+    shutil.move(str(image), tmp_path / "a" / "one.jpg")
+    rng = np.random.default_rng(0)
+    write_frames([rng.integers(0, 255, (64, 80, 3), np.uint8) for _ in range(4)], tmp_path / "a" / "walk")
+    config = {"rgb": [str(tmp_path / "a" / "one.jpg")], "sequences": [f"frames:{tmp_path / 'a' / 'walk'}"]}
+    before, _ = find_sources(config)
+    assert {"a/one.jpg", "a/walk"} <= set(before.refs)
+    (tmp_path / "a").rename(tmp_path / "b")
+    after, _ = find_sources(config, [str(tmp_path / "b")])
+    assert after.missing == [] and set(after.refs) == set(before.refs)
+    assert after.refs["a/walk"].rgb_path == str(tmp_path / "b" / "walk")
 
 def test_verify_tampered_answer_is_a_mismatch(rgb_build, tmp_path, capsys):
     _, out = rgb_build
