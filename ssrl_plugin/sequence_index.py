@@ -29,6 +29,7 @@ EXPECTS = {
     "tum": "a TUM RGB-D sequence: rgb.txt + depth.txt [+ groundtruth.txt] and the images they list",
     "posed": "a posed sequence: rgb/<name>.<image> [+ depth/<name>.png|.npy] + poses.txt + intrinsics.txt",
 }
+TUM_SIZE = (640, 480)  # the Kinect frames the built-in TUM intrinsics are for
 TUM_FREIBURG = {"1": (517.3, 516.5, 318.6, 255.3), "2": (520.9, 521.0, 325.1, 249.7), "3": (535.4, 539.2, 320.1, 247.6)}
 TUM_DEFAULT = (525.0, 525.0, 319.5, 239.5)  # ROS default, TUM's documented fallback
 TUM_DEPTH_SCALE = 1.0 / 5000.0
@@ -124,6 +125,8 @@ def _listing(folder: str, index: LayoutIndex, want, reason: str) -> dict[str, st
         stem = os.path.splitext(n)[0]
         if want(n) and stem not in out:
             out[stem] = p
+        elif want(n):
+            index.skipped.append((p, f"same frame name as {os.path.basename(out[stem])} (one file per name)"))
         else:
             index.skipped.append((p, _file_problem(p) or reason))
     return out
@@ -300,6 +303,7 @@ def _tum_intrinsics(folder: str, options: dict, index: LayoutIndex) -> None:
     else:
         m = re.search(r"freiburg([123])", os.path.basename(os.path.normpath(folder)).lower())
         k, src = (TUM_FREIBURG[m.group(1)], f"freiburg{m.group(1)}") if m else (TUM_DEFAULT, "ROS default")
+        index.intrinsics_size = TUM_SIZE  # built-in values hold only for the sensor's own frames
     index.raw_intrinsics = (k[0], k[1], k[2] + 0.5, k[3] + 0.5)
     index.info["intrinsics_source"] = src
 
@@ -402,6 +406,8 @@ def index_posed(folder: str, options: dict) -> LayoutIndex:
         if len(tok) not in (3, 14, 18) or not _is_float(tok[1]) or (len(tok) == 3 and tok[2].lower() != "none"):
             raise _fail(poses_txt, f"{where}: expected 'name timestamp' + 12 or 16 numbers or 'none', got {line[:60]!r}")
         name, t = tok[0], float(tok[1])
+        if name not in rgb and os.path.basename(rgb.get(os.path.splitext(name)[0], "")) == name:
+            name = os.path.splitext(name)[0]  # written with its file's extension: the same frame
         if not math.isfinite(t) or name in listed:
             raise _fail(poses_txt, f"{where}: {'timestamp not finite' if name not in listed else f'{name} listed twice'}")
         listed.add(name)
@@ -416,6 +422,9 @@ def index_posed(folder: str, options: dict) -> LayoutIndex:
             index.skipped.append((rgb[name], f"no matching depth/{name}.png|.npy"))
         else:
             frames.append((t, name, pose, n))
+    if listed and not frames:  # the count error alone would not say why
+        first = next(f"{os.path.basename(p)}: {r}" for p, r in index.skipped if "poses.txt" in r or "depth/" in r)
+        raise _fail(poses_txt, f"none of its {len(listed)} frames has its files (first: {first})")
     frames.sort(key=lambda f: f[0])
     for a, b in zip(frames, frames[1:]):
         if a[0] == b[0]:

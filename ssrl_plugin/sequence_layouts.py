@@ -204,9 +204,17 @@ class LayoutSequence(Sequence):
         self.intrinsics = None
         if index.raw_intrinsics is not None:
             iw, ih = index.intrinsics_size or base
+            src = index.info.get("intrinsics_source")
+            if index.intrinsics_size and index.intrinsics_size != base and kind == "tum":
+                raise _fail(index.folder, f"the built-in {src} intrinsics are for {iw}x{ih} frames, these are "
+                                          f"{base[0]}x{base[1]}: give intrinsics=fx;fy;cx;cy or an intrinsics.txt")
             if index.intrinsics_size and index.intrinsics_size != base:
                 raise _fail(os.path.join(index.folder, "intrinsics.txt"),
                             f"intrinsics are for {iw}x{ih} but the frames are {base[0]}x{base[1]}")
+            cx, cy = index.raw_intrinsics[2:]
+            if not (0 < cx < iw and 0 < cy < ih):  # a principal point off the frame: values for another size
+                raise _fail(index.folder, f"principal point ({cx:g}, {cy:g}) lies outside the {iw}x{ih} frames "
+                                          f"(intrinsics from {src or 'the layout'})")
             self.intrinsics = Intrinsics(*index.raw_intrinsics, iw, ih).scaled(self.width, self.height)
         self.info = {"layout": kind, "path": index.folder, "orig_size": list(self._rgb_size), "base_size": list(base),
                      "size": [self.width, self.height], "native_frames": len(index.rgb),

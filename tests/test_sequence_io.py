@@ -342,7 +342,7 @@ def test_scannet_colour_larger_than_depth(tmp_path):
 # --------------------------------------------------------------------------------------------- missing poses
 
 def test_missing_pose_lines_give_none(tmp_path):
-    seq = array_sequence(8)
+    seq = array_sequence(8, 640, 480)  # the built-in freiburg1 intrinsics are for 640x480 frames
     write_tum(seq, tmp_path / "rgbd_dataset_freiburg1_xyz", drop_pose_every=3, intrinsics_file=False)
     got = open_sequence(only_ref(f"tum:{tmp_path}")[0], OPTS)
     assert [got.pose(i) is None for i in range(8)] == [i % 3 == 2 for i in range(8)]
@@ -495,6 +495,48 @@ def test_layout_variants(tmp_path):
     refs, skipped = discover_sequences(f"posed:{tmp_path / 'posed'}")
     assert refs == [] and "mixed depth formats" in dict(skipped)[str(posed / "depth")]
 
+
+
+def test_posed_names_with_extensions_and_clear_reasons(tmp_path):
+    """Names written with their file's extension in poses.txt are the same frames; two files of one name are
+    reported as such; a poses.txt none of whose frames has files says why in its one line."""
+    seq = array_sequence(4)
+    posed = tmp_path / "posed" / "s"
+    write_layout("posed", seq, posed)
+    lines = (posed / "poses.txt").read_text().splitlines()
+    with_ext = lines[:1] + [f"{line.split()[0]}.png {' '.join(line.split()[1:])}" for line in lines[1:]]
+    (posed / "poses.txt").write_text("\n".join(with_ext) + "\n")
+    got = open_sequence(only_ref(f"posed:{tmp_path / 'posed'}")[0], OPTS)
+    assert len(got) == 4 and all(np.abs(got.pose(i) - seq.pose(i)).max() < 1e-12 for i in range(4))
+    Image.open(posed / "rgb" / "000002.png").save(posed / "rgb" / "000002.jpg")
+    refs, skipped = discover_sequences(f"posed:{tmp_path / 'posed'}")
+    assert len(refs) == 1 and dict(skipped)[str(posed / "rgb" / "000002.png")].startswith("same frame name as 000002.jpg")
+    renamed = lines[:1] + [f"x{line}" for line in lines[1:]]  # names no file has
+    (posed / "poses.txt").write_text("\n".join(renamed) + "\n")
+    refs, skipped = discover_sequences(f"posed:{tmp_path / 'posed'}")
+    reason = dict(skipped)[str(posed / "poses.txt")]
+    assert refs == [] and "none of its 4 frames has its files" in reason and "x000000" in reason, reason
+
+
+def test_tum_built_in_intrinsics_only_for_their_frame_size(tmp_path):
+    """Without intrinsics.txt or intrinsics=, TUM's built-in values (for 640x480 Kinect frames) would give every
+    projection of smaller frames wrong: the sequence is skipped with a line saying what to give; a principal point
+    off the frame is an error for any layout."""
+    seq = array_sequence(4)  # 160x120
+    tum = tmp_path / "tum" / "rgbd_dataset_freiburg1_desk"
+    write_tum(seq, tum)
+    (tum / "intrinsics.txt").unlink()
+    with pytest.raises(SourceError) as e:
+        open_sequence(only_ref(f"tum:{tum}")[0], OPTS)
+    reason = one_line(e, tum)
+    assert "built-in freiburg1 intrinsics are for 640x480 frames, these are 160x120" in reason
+    assert "intrinsics=fx;fy;cx;cy" in reason
+    k = seq.intrinsics
+    ok = only_ref(f"tum:{tum},intrinsics={k.fx};{k.fy};{k.cx - 0.5};{k.cy - 0.5}")[0]
+    assert open_sequence(ok, OPTS).intrinsics.cx == pytest.approx(k.cx)
+    with pytest.raises(SourceError, match=r"principal point \(320, 240\) lies outside the 160x120 frames") as e:
+        open_sequence(only_ref(f"tum:{tum},intrinsics=500;500;319.5;239.5")[0], OPTS)
+    one_line(e, tum)
 
 def test_demo_sequence_exports_to_every_layout(tmp_path):
     from ssrl_plugin.demo_sequence import demo_sequence_refs, load_demo_sequence
