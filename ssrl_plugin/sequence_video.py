@@ -48,6 +48,10 @@ def _open(path: str):
     if not container.streams.video:
         container.close()
         raise SourceError(f"{path}: no video stream")
+    fmt = container.format.name
+    if fmt.endswith("_pipe") or fmt == "image2":  # FFmpeg opens a lone image as a one-frame "video"
+        container.close()
+        raise SourceError(f"{path}: not a video: an image ({fmt.removesuffix('_pipe')}) with a video file's name")
     return container
 
 

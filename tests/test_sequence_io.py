@@ -116,12 +116,14 @@ def test_video_discovery_skips_and_reports(tmp_path):
     (root / "empty.webm").write_bytes(b"")
     data = (root / "a.mp4").read_bytes()
     (root / "cut.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: gone
+    Image.fromarray(frames[0]).save(root / "photo.mov", format="JPEG")  # FFmpeg would call it a 1-frame video
     refs, skipped = discover_sequences(f"video:{root},fps=10")
     assert [r.id for r in refs] == ["clips/a.mp4", "clips/sub/b.mkv"]
     assert all(r.pool == "video" and r.scheme == "sequence" and os.path.isabs(r.rgb_path) for r in refs)
     assert refs[0].extra == (("fps", "10.0"), ("kind", "video"))
     reasons = dict(skipped)
-    assert set(reasons) == {str(root / n) for n in ("notes.txt", "garbage.mp4", "empty.webm", "cut.mp4")}
+    assert set(reasons) == {str(root / n) for n in ("notes.txt", "garbage.mp4", "empty.webm", "cut.mp4", "photo.mov")}
+    assert "not a video: an image (jpeg)" in reasons[str(root / "photo.mov")]
     assert "not a supported video" in reasons[str(root / "notes.txt")]
     assert "empty file" in reasons[str(root / "empty.webm")]
     assert "cannot open video" in reasons[str(root / "garbage.mp4")]
