@@ -80,7 +80,6 @@ PAIRS: tuple[tuple[str, str], ...] = (("move left", "turn left"), ("move right",
 COMPONENTS = ("right", "up", "forward", "yaw", "pitch", "roll")  # flow keys; the first four name answers
 LABEL_OF = {"right": ("move right", "move left"), "up": ("move up", "move down"),
             "forward": ("move forward", "move backward"), "yaw": ("turn right", "turn left")}
-BY_REVERSAL = (PAIRS[2], PAIRS[3])  # pairs whose two motions are each other's reverse
 COMPONENT_OF = {w: c for c, pair in LABEL_OF.items() for w in pair}
 BEHIND = 0.05  # metres: a point nearer than this to the moved camera's image plane counts as lost (flow = cap)
 FLOW_CAP = 1.0  # image widths: the most one grid point contributes
@@ -330,19 +329,21 @@ class CameraMotionTask(Task):
         k = source.intrinsics
         if k is None or not source.has_depth:
             raise SourceError(f"{source.id}: camera_motion needs a posed sequence with depth and intrinsics")
-        pick, member = rng.random(), int(rng.integers(2))  # which pair the sample shows, and which of its motions
-        step = -1 if cfg.reverse and rng.random() < 0.5 else 1
+        steps = (1, -1) if cfg.reverse else (1,)  # both time directions are labelled, none is drawn
         posed = np.asarray(source.posed_indices(), np.int64)
         times = np.asarray(source.timestamps, np.float64)[posed]
-        pos, far = paths(times, np.arange(posed.size), step, cfg.min_gap_s, cfg.max_gap_s)
-        allowed = np.flatnonzero(far.any(axis=1))  # positions in ``posed`` of the possible frames 1
+        ways = {s: paths(times, np.arange(posed.size), s, cfg.min_gap_s, cfg.max_gap_s) for s in steps}
+        ways = {s: w for s, w in ways.items() if w[1].any()}
+        allowed = np.flatnonzero(np.logical_or.reduce([w[1].any(axis=1) for w in ways.values()])) if ways else np.zeros(0, np.int64)
         if allowed.size == 0:
             raise Reject("camera_motion/no_pose", f"no two posed frames {cfg.min_gap_s}-{cfg.max_gap_s} s apart "
                                                   f"({posed.size} posed of {len(source)})")
         pose_of = np.stack([source.pose(int(i)) for i in posed])
 
-        def scored(starts: np.ndarray, points: np.ndarray):
-            """The table and labels of the paths from ``starts`` (S, L); padding and frames too close are ''."""
+        def scored(starts: np.ndarray, points: np.ndarray, step: int):
+            """The table and labels of the paths from ``starts`` (S, L) in time direction ``step``; padding and
+            frames too close are ''."""
+            pos, far = ways[step]
             p = pos[starts]
             rel = np.stack([relative_pose(pose_of[a], pose_of[np.clip(row, 0, None)]) for a, row in zip(starts, p)])
             table = motion_table(points, rel.reshape(-1, 4, 4), k)
@@ -368,17 +369,16 @@ class CameraMotionTask(Task):
         if first is None:
             raise Reject("camera_motion/no_depth", f"no frame 1 tried has {cfg.min_valid_depth:.0%} of its grid valid")
         # The first frame's grid stands in for the scene seen from every frame 1 (a room keeps its scale): from the
-        # poses alone, which motions may each frame 1's window show? Frames 1 covering them are then decoded and
-        # labelled exactly; only what is seen exactly counts, the same way for every motion.
+        # poses alone, which motions may each frame 1's windows (both time directions) show? Frames 1 covering them
+        # are then decoded and labelled exactly; only what is seen exactly counts, the same way for every motion.
         sub = first[1][:: max(1, first[1].shape[0] // PROXY_POINTS)]
         pool = allowed if allowed.size <= PROXY_FRAMES else np.union1d(rng.choice(allowed, PROXY_FRAMES - 1, replace=False), [a])
-        seen = scored(pool, sub)[3]
-        # frames 1 covering every motion seen, fewest first: each pick is drawn among the frames whose window shows
+        seen = np.concatenate([scored(pool, sub, s)[3] for s in ways], axis=1)  # (pool, L+ + L-)
+        # frames 1 covering every motion seen, fewest first: each pick is drawn among the frames whose windows show
         # the most motions not covered yet (a window often shows two or three), which keeps the decoding down
         words = sorted({w for w in seen.ravel() if w})
         shows = np.stack([(seen == w).any(axis=1) for w in words], axis=1) if words else np.zeros((pool.size, 0), bool)
-        chosen, left = [int(a)], np.ones(len(words), bool)
-        left &= ~shows[np.searchsorted(pool, a)] if a in pool else left
+        chosen, left = [int(a)], ~shows[int(np.searchsorted(pool, a))]  # ``a`` is in ``pool`` by construction
         while left.any():
             gain = (shows & left).sum(axis=1)
             best = np.flatnonzero(gain == gain.max())
@@ -387,15 +387,19 @@ class CameraMotionTask(Task):
             left &= ~shows[pick_row]
         exact: dict[int, tuple] = {}
 
-        def label(frames: list[int]) -> dict[str, list[tuple[int, int]]]:
-            """Decode and label ``frames`` exactly (within the budget); every (frame 1, path step) showing each motion."""
+        def label(frames: list[int]) -> dict[str, list[tuple[int, int, int]]]:
+            """Decode and label ``frames`` exactly in every time direction (within the decoding budget): each
+            motion's hits as (frame 1, direction, path step), in a fixed order."""
             for b in frames:
                 if b not in exact and len(exact) <= cfg.max_pair_tries:
                     got = first if b == a else decoded(b)
-                    exact[b] = (got, scored(np.array([b]), got[1])) if got is not None else None
-            done = {b: v for b, v in exact.items() if v is not None}
-            return {w: [(b, int(c)) for b, (_, sc) in done.items() for c in np.flatnonzero(sc[3][0] == w)]
-                    for w in {w for _, sc in done.values() for w in sc[3][0] if w}}
+                    exact[b] = (got, {s: scored(np.array([b]), got[1], s) for s in ways}) if got is not None else None
+            out: dict[str, list[tuple[int, int, int]]] = {}
+            for b, v in exact.items():
+                for s, sc in ({} if v is None else v[1]).items():
+                    for c in np.flatnonzero(sc[3][0] != ""):
+                        out.setdefault(str(sc[3][0][c]), []).append((b, s, int(c)))
+            return out
 
         hits = label(chosen)
         # a motion the poses suggest but its frame did not show exactly gets a second frame (the same for every motion)
@@ -406,32 +410,33 @@ class CameraMotionTask(Task):
                 retry.append(int(pool[rows_[int(rng.integers(rows_.size))]]))
         hits = label(retry) if retry else hits
         exact = {b: v for b, v in exact.items() if v is not None}
-        pairs = PAIRS if cfg.vertical else PAIRS[:3]
-        # forward/backward (up/down) are balanced by ``reverse`` already: one of them is enough there
-        need = any if cfg.reverse else all
-        shown = [pair for pair in pairs if (need if pair in BY_REVERSAL else all)(w in hits for w in pair)]
+        # A pair is shown only when BOTH its motions are among the exact hits (of either time direction). Nothing
+        # drawn so far names an answer, so which pairs are shown cannot favour one answer over another.
+        shown = [pair for pair in (PAIRS if cfg.vertical else PAIRS[:3]) if all(w in hits for w in pair)]
         if len(shown) < 2:
-            reasons = Counter(r for _, sc in exact.values() for r in sc[4][0] if r)
+            reasons = Counter(r for _, by_step in exact.values() for sc in by_step.values() for r in sc[4][0] if r)
             if not hits and reasons:  # no clear pair at all: say why the frames were turned down
                 reason, n = reasons.most_common(1)[0]
                 raise Reject(reason, f"all {sum(reasons.values())} pairs of {len(exact)} frames 1 rejected, {n} for this")
             raise Reject("camera_motion/few_motions", f"the sequence shows {sorted(hits) or 'nothing'}: {len(shown)} "
                                                       f"whole confusable pairs, 2 needed")
-        # The pair and the distractor pair are drawn among the pairs shown, and the motion between the pair's two:
-        # for any two pairs A, B the answer is as often in A as in B, and each motion of a pair as often as the
-        # other, whatever the sequences mostly do.
-        own = shown[int(pick * len(shown))]
-        present = [w for w in own if w in hits]  # both, except a reversal pair seen one way
-        target, others = present[member % len(present)], [pair for pair in shown if pair is not own]
-        b, c = hits[target][int(rng.integers(len(hits[target])))]
-        (frame1, points, valid), (p, rel, table, labels, _, ratio, largest) = exact[b]
+        # Only now the answer: its pair uniformly among the shown pairs (the distractor pair uniformly among the
+        # rest), its motion uniformly within the pair, then the frame pair uniformly among that motion's hits in
+        # either time direction. Given the options (two whole pairs), each is the answer's pair half of the time and
+        # each motion of it half of that.
+        own = shown[int(rng.integers(len(shown)))]
+        target, others = own[int(rng.integers(2))], [pair for pair in shown if pair is not own]
+        b, step, c = hits[target][int(rng.integers(len(hits[target])))]
+        (frame1, points, valid), by_step = exact[b]
+        p, rel, table, labels, _, ratio, largest = by_step[step]
         return self._sample(source, frame1, p[0][:c + 1], posed, rel[0][c], {n: float(v[0][c]) for n, v in table.items()},
                             float(ratio[0][c]), float(largest[0][c]), target, options_for(target, slot, others, rng),
-                            shown, valid, int(points.shape[0]), int((labels[0] == target).sum()), int(far[b].sum()), step)
+                            shown, valid, int(points.shape[0]), int((labels[0] == target).sum()),
+                            int(ways[step][1][b].sum()), step, {w: len(h) for w, h in sorted(hits.items())})
 
     def _sample(self, seq: Sequence, frame1, path: np.ndarray, posed: np.ndarray, rel: np.ndarray, row: dict[str, float],
                 ratio: float, largest: float, answer: str, options: dict[str, str], shown: list, valid: float,
-                npoints: int, matches: int, window: int, step: int) -> Sample:
+                npoints: int, matches: int, window: int, step: int, seen: dict[str, int]) -> Sample:
         cfg = self.config
         frame2 = seq.frame(int(posed[path[-1]]))
         lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
@@ -462,8 +467,9 @@ class CameraMotionTask(Task):
             "dominant": COMPONENT_OF[answer],
             "answer_text": answer,
             "options": options,
-            "sequence_pairs": [list(pair) for pair in shown],  # the pairs this sequence shows (screened from poses)
-            "window_frames": window,  # frames that could be frame 2 for this frame 1
+            "sequence_pairs": [list(pair) for pair in shown],  # the whole pairs seen exactly: the options' pool
+            "motions_seen": seen,  # exact hits (frame 1, frame 2) per motion, both time directions
+            "window_frames": window,  # frames that could be frame 2 for this frame 1 (in this time direction)
             "window_matches": matches,  # ... and show the answer
         }
         letter = next(a for a, w in options.items() if w == answer)
