@@ -293,6 +293,42 @@ def test_targets_are_balanced_on_the_room_tour():
     assert max(counts.values()) <= 2.2 * min(counts.values()), counts
 
 
+@lru_cache(maxsize=None)
+def one_way() -> ArraySequence:
+    """Walks forward, then moves right, then turns right, always forward in time: "move forward", "move right" and
+    "turn right" only in time order, their inverses only reversed."""
+    return room_sequence(walk([("f", 10), ("r", 8), ("tr", 8)]), name="one_way")
+
+
+def test_shown_pairs_fixed_before_the_answer_and_whole():
+    """Acceptance must not depend on anything drawn about the answer. The old draw picked the time direction first
+    and kept "move forward" alone as the forward/backward pair: in time order this walk showed forward/backward and
+    the right pair, reversed forward/backward and the left pair, so the option pool followed the answer's direction.
+    Now both directions are labelled before any draw about the answer: every sample of this walk has all three
+    pairs, each with both its motions seen, and the time order re-derived from the frames matches the motion."""
+    made = samples(one_way(), 72)
+    assert len(made) >= 60
+    forward_in_time = {"move forward", "move right", "turn right"}
+    for s in made:
+        meta = s.metadata
+        seen = meta.get("motions_seen", {})
+        assert sorted(map(tuple, meta["sequence_pairs"])) == sorted(PAIRS[:3]), meta["sequence_pairs"]
+        assert all(seen.get(w, 0) > 0 for pair in meta["sequence_pairs"] for w in pair), seen
+        assert seen[meta["answer_text"]] >= meta["window_matches"] >= 1
+        backwards = meta["frames"][1] < meta["frames"][0]
+        assert meta["reversed"] == backwards and backwards != (meta["answer_text"] in forward_in_time), meta
+    # given the option set, each pair is the answer's half of the time and each motion half of that: with 1/3 of
+    # the draws per pair and 1/2 per motion, ~12 of 72 per motion; the bound fails with probability ~1e-3 per count
+    counts = Counter(s.metadata["answer_text"] for s in made)
+    for pair in PAIRS[:3]:
+        a, b = counts[pair[0]], counts[pair[1]]
+        assert abs(a - b) <= 3.3 * np.sqrt(a + b) / 2 + 1, (pair, a, b)
+    sets = Counter((frozenset(p for p in PAIRS if set(p) <= set(s.options.values())), next(p for p in PAIRS if s.metadata["answer_text"] in p)) for s in made)
+    for options in {o for o, _ in sets}:
+        a, b = (sets[(options, p)] for p in sorted(options))
+        assert abs(a - b) <= 3.3 * np.sqrt(a + b) / 2 + 1, (options, a, b)
+
+
 def test_video_form():
     seq = tour()
     s = samples(seq, 3, {"videos": True, "video_frames": 5})[0]

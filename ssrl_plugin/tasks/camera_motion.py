@@ -27,29 +27,39 @@ value: "detour"; the clip of the video form then shows one motion), and for the 
 ``min_gap_s``..``max_gap_s`` apart) and "no_depth" (less than ``min_valid_depth`` of the grid valid). The six
 components, their flows, the whole translation's flow, the ratio and the overlap are in the metadata.
 
-Frame pair, and why the answers are balanced by construction. A camera mostly does one thing (walks forward,
-pans), and a skewed answer distribution would let an answer-word prior win, so the draw does not follow the data:
+Frame pair, and what is balanced. A camera mostly does one thing (walks forward, pans), so the draw does not
+follow the data, and nothing that decides whether a draw is accepted depends on the answer:
 
-- with ``reverse`` (default) the pair is shown in reverse time order half of the time (frame 2 filmed first),
-  so every motion and its inverse (forward/backward, left/right) are equally likely; the question never says which
-  image was filmed first;
-- a first frame 1 is drawn among the posed frames with a frame ``min_gap_s``..``max_gap_s`` away (its window)
-  and decoded (the next one if too little of its depth is valid). Its grid stands in for the scene seen from every frame 1 (a room keeps its scale): from
-  the poses alone, every window is labelled (vectorised), which says which motions each frame 1 may show. A few
-  frames 1 covering every motion seen that way (at most ``max_pair_tries`` beyond the first, each drawn among the
+- a first frame 1 is drawn among the posed frames with a frame ``min_gap_s``..``max_gap_s`` away (its window; with
+  ``reverse``, the default, a window runs both ways in time: frame 2 may be filmed before frame 1, and the question
+  never says which image was filmed first) and decoded (the next one if too little of its depth is valid). Its grid
+  stands in for the scene seen from every frame 1 (a room keeps its scale): from the poses alone, every window is
+  labelled in both time directions (vectorised), which says which motions each frame 1 may show. A few frames 1
+  covering every motion seen that way (at most ``max_pair_tries`` decoded beyond the first, each drawn among the
   frames covering most motions not covered yet; a motion not confirmed gets a second frame) are decoded and their
-  windows labelled exactly. Only what is seen exactly counts, the same way for every motion;
-- a confusable pair (below) is shown when both its motions are (forward/backward: one, with ``reverse``); fewer
-  than two pairs: "camera_motion/few_motions" (no clear pair at all: the commonest reason above). The sample's pair
-  and the distractor pair are drawn uniformly among the shown pairs, then one of the pair's motions: for any two
-  pairs A, B the answer is as often in A as in B, and each motion of a pair as often as the other, whatever the
-  sequences mostly do. Frame 2 is drawn among the exact hits of the chosen motion.
+  windows labelled exactly, both ways. Only what is seen exactly counts (the hits, each with its time direction);
+- a confusable pair (below) is shown when BOTH its motions are among the hits, for every pair (forward/backward
+  too: walking forward shows "move backward" only when reversed windows are labelled and pass); fewer than two
+  shown pairs: "camera_motion/few_motions" (a clip of one motion gives no sample; no clear pair at all: the
+  commonest reason above). The shown pairs are fixed before anything about the answer is drawn, so acceptance
+  cannot favour one answer (drawing the time direction first and rejecting when it showed too little did: the
+  direction the camera mostly went won);
+- then the answer's pair is drawn uniformly among the shown pairs and the distractor pair among the rest, the
+  motion uniformly within the pair, and the frame pair uniformly among that motion's hits in either time direction
+  (``metadata["reversed"]``). What this guarantees: GIVEN THE OPTIONS (two whole pairs A, B), the answer is in A
+  half of the time and each motion of its pair half of that, so the option words tell a blind solver nothing. The
+  marginal answer distribution over a dataset is not flat: it follows which pairs the sequences show (a sequence
+  showing three pairs puts each in the options two thirds of the time, one showing two always both): on a 400-row
+  demo build forward/backward was in 42 % of the option sets and 20 % of the answers. Reversing a pair gives the inverse motion's
+  direction but not exactly its flows (they are measured from frame 1's depth, and the other frame is then frame
+  1), so a reversed window may pass or fail where the forward one did not: both are labelled, neither assumed.
 
 Options, and why they give nothing away. The motions come in confusable pairs that shift the image the same way:
 (move left, turn left), (move right, turn right), (move forward, move backward), (move up, move down). The four
 options are the answer's pair plus one other pair shown by the sequence, drawn uniformly: the answer always stands next to the motion it
 is most easily confused with (telling move left from turn left needs parallax, not "things shifted right"), and
-the options are two whole pairs whatever the answer, so with balanced answers their words say nothing. Letters are
+the options are two whole pairs whatever the answer, so with the answer balanced within each option set (above)
+their words say nothing. Letters are
 shuffled with the answer at ``slot``. ``ssrl audit`` measures the letter, word and option-set priors and boosted
 trees on the options and frame statistics (``data_builders/task_hooks/camera_motion.py``).
 
@@ -113,8 +123,8 @@ class CameraMotionConfig(TaskConfig):
     # On the way from frame 1 to frame 2 (every posed frame between), the dominant flow never exceeds this x its
     # value at frame 2 and every other flow stays below max_ratio x it: the clip shows one motion, not a detour.
     max_detour: float = 1.25
-    # Show the pair in reverse time order half of the time (frame 2 filmed first): every motion and its inverse
-    # (forward/backward, left/right) then come equally often by construction, whatever the camera mostly did.
+    # Windows run both ways in time (frame 2 may be filmed first): a camera walking forward then also shows "move
+    # backward" (and a pan one way its inverse), which whole pairs need. Off: only forward in time.
     reverse: bool = True
 
     def validate(self) -> None:
