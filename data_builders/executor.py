@@ -60,8 +60,9 @@ def _task(candidate: Candidate) -> Task:
 
 
 def _run(job: list[Candidate]) -> list[tuple]:
-    """One visit: decode its source once, then each candidate → ("ok", Record, rejects) | ("rejected", rejects)
-    | ("source_error", reason)."""
+    """One visit: decode its source once, then each candidate → ("ok", Record, rejects, bad_frames) |
+    ("rejected", rejects, bad_frames) | ("source_error", reason); ``bad_frames``: {path: message} of the frames
+    that could not be decoded (the draws that met them were rejected, the sequence goes on)."""
     ref = job[0].source
     try:
         source = _load(ref)
@@ -78,14 +79,14 @@ def _run(job: list[Candidate]) -> list[tuple]:
         try:
             result = generate(task, candidate, source, _WORKER["seed"], _WORKER["max_attempts"])
             if result.sample is None:
-                results.append(("rejected", result.rejects))
+                results.append(("rejected", result.rejects, result.bad_frames))
                 continue
             record = encode(result.sample, candidate, out["image_format"], out["jpeg_quality"], task.word_options)
         except Exception as exc:  # noqa: BLE001 - a task bug on an odd input: the input is reported, the build goes on
             results.append(("source_error", f"{ref.rgb_path or ref.id}: {candidate.task} failed on this input "
                                             f"({type(exc).__name__}: {' '.join(str(exc).split())})"))
             continue
-        results.append(("ok", record, result.rejects))
+        results.append(("ok", record, result.rejects, result.bad_frames))
     return results
 
 

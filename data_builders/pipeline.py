@@ -169,6 +169,7 @@ class SplitStats:
     stage_rows: list[int] = field(default_factory=list)  # rows written at the end of each finished stage
     samples_by_source: Counter = field(default_factory=Counter)  # every visited source id -> samples made (0 too)
     fruitless: dict[str, Counter] = field(default_factory=dict)  # visited, no sample yet: id -> rejection reasons
+    bad_frames: dict[str, list[str]] = field(default_factory=dict)  # undecodable frame path -> [message, source id]
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": [[t, v, n] for (t, v), n in sorted(self.counts.items())],
@@ -178,14 +179,16 @@ class SplitStats:
                 "shortfall": self.shortfall, "position": self.position, "round": self.round,
                 "stage": self.stage, "stage_base": self.stage_base, "stage_rows": self.stage_rows,
                 "samples_by_source": dict(self.samples_by_source),
-                "fruitless": {sid: dict(c) for sid, c in self.fruitless.items()}}
+                "fruitless": {sid: dict(c) for sid, c in self.fruitless.items()},
+                "bad_frames": {path: list(v) for path, v in sorted(self.bad_frames.items())}}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SplitStats:
         st = cls(Counter({(t, v): n for t, v, n in d["counts"]}), defaultdict(Counter), defaultdict(Counter),
                  Counter(d["candidates"]), Counter(d["built"]), d["shortfall"], d["position"], d["round"],
                  d["stage"], d["stage_base"], d["stage_rows"],
-                 Counter(d["samples_by_source"]), {sid: Counter(c) for sid, c in d["fruitless"].items()})
+                 Counter(d["samples_by_source"]), {sid: Counter(c) for sid, c in d["fruitless"].items()},
+                 {path: list(v) for path, v in d.get("bad_frames", {}).items()})  # absent in older checkpoints
         for t, c in d["answers"].items():
             st.answers[t].update(c)
         for t, c in d["rejected"].items():
@@ -200,6 +203,11 @@ class SplitStats:
         elif not self.samples_by_source.get(source_id):
             self.samples_by_source[source_id] = 0  # visited
             self.fruitless.setdefault(source_id, Counter()).update(rejects)
+
+    def record_bad_frames(self, source_id: str, bad_frames: dict[str, str]) -> None:
+        """Frames a candidate could not decode, each kept once (first message, first sequence, in plan order)."""
+        for path, message in bad_frames.items():
+            self.bad_frames.setdefault(path, [message, source_id])
 
 
 def group_visits(window: list[Candidate]) -> list[list[Candidate]]:
@@ -270,6 +278,7 @@ def run_split(targets: dict[str, int], limits: dict[str, int], planner: VisitPla
                 stats.counts[(record.task, record.variant)] += 1
                 stats.answers[record.task][record.answer] += 1
                 stats.record_source(cand.source.id, True, result[2])
+                stats.record_bad_frames(cand.source.id, result[3])
                 for reason in result[2]:
                     stats.rejected[cand.task][reason] += 1
                 bar.update(1)
@@ -278,6 +287,7 @@ def run_split(targets: dict[str, int], limits: dict[str, int], planner: VisitPla
                     checkpoint(True)
             else:
                 stats.record_source(cand.source.id, False, result[1])
+                stats.record_bad_frames(cand.source.id, result[2])
                 for reason in result[1]:
                     stats.rejected[cand.task][reason] += 1
                 stats.rejected[cand.task]["gave_up_after_attempts"] += 1

@@ -23,10 +23,19 @@ def input_path(ref: SourceRef) -> str:
     return ref.rgb_path or f"{ref.scheme}:{ref.id}"
 
 
+def without_path(reason: str, path: str) -> str:
+    """``reason`` without a leading ``path: `` (the entry names its path already)."""
+    for p in dict.fromkeys((path, os.path.abspath(path))):
+        if reason.startswith(p + ": "):
+            return reason[len(p) + 2:]
+    return reason
+
+
 def account_inputs(pools: Pools, bad_sources: dict[str, str], split_stats: dict[str, SplitStats]):
-    """Every input in one of four states: used (samples made), skipped (with its stage and reason: not taken at
-    discovery, unreadable at load), no sample (visited, every candidate rejected: the rejection reasons), or not
-    needed (the build had its samples before visiting it). Returns (counts, skipped, no_sample)."""
+    """Every input in exactly one of four states: used (samples made), skipped (with its stage and reason: not
+    taken at discovery, unreadable at load, or failed later: a source that failed after making samples is skipped,
+    its reason says how many of its samples were kept), no sample (visited, every candidate rejected: the rejection
+    reasons), or not needed (the build had its samples before visiting it). Returns (counts, skipped, no_sample)."""
     refs: dict[str, SourceRef] = {}
     for ref in (*pools.rgbd, *pools.rgb, *pools.sequences):  # a source in both pools (RGB tasks on RGB-D images) counts once
         refs.setdefault(ref.id, ref)
@@ -36,22 +45,43 @@ def account_inputs(pools: Pools, bad_sources: dict[str, str], split_stats: dict[
         made.update(st.samples_by_source)
         for sid, reasons in st.fruitless.items():
             fruitless[sid].update(reasons)
-    skipped = [{"path": os.path.abspath(path), "stage": "discover", "reason": reason} for path, reason in pools.skipped]
+    skipped = [{"path": os.path.abspath(path), "stage": "discover", "reason": without_path(reason, path)}
+               for path, reason in pools.skipped]
     no_sample = []
+    used = 0
     for sid, ref in refs.items():
         if sid in bad_sources:
-            skipped.append({"path": input_path(ref), "stage": "load", "reason": bad_sources[sid]})
-        elif sid in made and not made[sid]:
+            path = input_path(ref)
+            reason = without_path(bad_sources[sid], path)
+            if made[sid]:  # written before the failure, and kept: the rows are valid
+                reason += f"; {made[sid]} sample{'s' if made[sid] != 1 else ''} made before it failed kept"
+            skipped.append({"path": path, "stage": "load", "reason": reason})
+        elif made[sid]:
+            used += 1
+        elif sid in made:
             reasons = ", ".join(f"{k} x{n}" for k, n in sorted(fruitless[sid].items(), key=lambda kv: (-kv[1], kv[0])))
             no_sample.append({"path": input_path(ref), "stage": "generate",
                               "reason": f"no sample: every candidate was rejected ({reasons or 'no reason recorded'})"})
-    used = sum(1 for sid in refs if made[sid] > 0)
-    counts = {"total": len(refs) + len(pools.skipped), "used": used, "skipped": len(skipped),
-              "no_sample": len(no_sample), "not_needed": len(refs) - used - len(no_sample) - (len(skipped) - len(pools.skipped))}
+    total = len(refs) + len(pools.skipped)
+    counts = {"total": total, "used": used, "skipped": len(skipped), "no_sample": len(no_sample),
+              "not_needed": total - used - len(skipped) - len(no_sample)}
     order = {s: i for i, s in enumerate(STAGES)}
     skipped.sort(key=lambda e: (order[e["stage"]], e["path"], e["reason"]))
     no_sample.sort(key=lambda e: e["path"])
     return counts, skipped, no_sample
+
+
+def skipped_frames(pools: Pools, split_stats: dict[str, SplitStats]) -> list[dict[str, str]]:
+    """Frames of sequences that could not be decoded (the draws that met them were made again), each once:
+    ``{path, reason, sequence}`` (``sequence``: the input they belong to). Not inputs: counted apart from them."""
+    paths = {ref.id: input_path(ref) for ref in pools.all_refs()}
+    frames: dict[str, dict[str, str]] = {}
+    for _, st in sorted(split_stats.items(), key=lambda kv: kv[0] != "val"):  # validation was built first
+        for path, (message, sid) in sorted(st.bad_frames.items()):
+            frames.setdefault(path, {"path": path, "reason": without_path(without_path(message, path),
+                                                                          path.rsplit("#", 1)[0]),
+                                     "sequence": paths.get(sid, sid)})
+    return [frames[p] for p in sorted(frames)]
 
 
 def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], first_val: set[str], targets: dict[str, int],
@@ -107,6 +137,7 @@ def make_manifest(config: BuildConfig, pools: Pools, val_ids: set[str], first_va
         "inputs": inputs,
         "skipped_inputs": skipped,
         "no_sample_inputs": no_sample,
+        "skipped_frames": skipped_frames(pools, split_stats),
         "files": file_hashes,
         "content_hash": content,
         "wall_time_s": round(elapsed, 3),
@@ -150,6 +181,13 @@ def summary_table(manifest: dict[str, Any]) -> str:
         lines.append(f"  {entry['stage']}: {entry['path']}: {entry['reason']}")
     if len(manifest["skipped_inputs"]) + len(manifest.get("no_sample_inputs", [])) > 5:
         lines.append("  ... (all of them in manifest.json: skipped_inputs, no_sample_inputs)")
+    frames = manifest.get("skipped_frames", [])
+    if frames:
+        lines.append(f"frames skipped: {len(frames)} could not be decoded (draws that met them were made again)")
+        for entry in frames[:5]:
+            lines.append(f"  {entry['path']}: {entry['reason']}")
+        if len(frames) > 5:
+            lines.append("  ... (all of them in manifest.json: skipped_frames)")
     for split, short in manifest["shortfall"].items():
         target = manifest.get("splits", {}).get(split, {})
         have = f" ({target['rows']} of {target['target']} rows)" if target else ""

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from .core import Sample, Source
-from .errors import Reject
+from .errors import BadFrame, Reject
 from .registry import Task
 from .seeding import key_to_int, rng_for
 from .sources import LoadOptions, SourceRef, load_source
@@ -46,6 +46,7 @@ class Generated:
     sample: Sample | None
     attempt: int = -1
     rejects: list[str] = field(default_factory=list)
+    bad_frames: dict[str, str] = field(default_factory=dict)  # undecodable frames met on the way: path -> message
 
 
 class TaskStream:
@@ -159,14 +160,18 @@ def sample_seed(seed: int, candidate: Candidate, attempt: int) -> int:
 
 
 def generate(task: Task, candidate: Candidate, source: Source, seed: int, max_attempts: int) -> Generated:
-    """Try up to ``max_attempts`` fresh random draws; the first that is not rejected is the sample."""
+    """Try up to ``max_attempts`` fresh random draws; the first that is not rejected is the sample. Frames that
+    could not be decoded (:class:`~ssrl_plugin.errors.BadFrame` rejects) are collected by path for the report."""
     rejects: list[str] = []
+    bad_frames: dict[str, str] = {}
     for attempt in range(max_attempts):
         rng = np.random.Generator(np.random.PCG64(sample_seed(seed, candidate, attempt)))
         try:
             sample = task.generate(source, rng, candidate.slot)
         except Reject as exc:
             rejects.append(exc.reason)
+            if isinstance(exc, BadFrame):
+                bad_frames.setdefault(exc.path, exc.detail)
             continue
         sample.metadata["source"] = {
             "id": source.id,
@@ -184,8 +189,8 @@ def generate(task: Task, candidate: Candidate, source: Source, seed: int, max_at
             "sample_seed": f"{sample_seed(seed, candidate, attempt):032x}",
             **({"stage": candidate.stage} if candidate.stage else {}),
         }
-        return Generated(candidate, sample, attempt, rejects)
-    return Generated(candidate, None, -1, rejects)
+        return Generated(candidate, sample, attempt, rejects, bad_frames)
+    return Generated(candidate, None, -1, rejects, bad_frames)
 
 
 class ProceduralDataset:

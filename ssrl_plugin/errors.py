@@ -44,3 +44,23 @@ class Reject(SSRLError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class BadFrame(Reject, SourceError):
+    """One frame of a sequence cannot be decoded: that draw is rejected (the task draws other frames), the rest of
+    the sequence stays usable. ``path`` is the bad file (``VIDEO#INDEX`` for a frame of a video, which has no
+    file of its own); ``detail`` the one-line message naming it. The builder lists each such frame once.
+
+    Also a SourceError (a bad input file), so code that reads frames outside a build keeps catching it as one;
+    the builder sees it as a Reject first (``dataset.generate`` catches Reject)."""
+
+    REASON = "bad_frame"
+
+    def __init__(self, path: str, message: str, index: int = -1):
+        super().__init__(self.REASON, message)
+        self.args = (message,)  # its text is the SourceError's: the file first, as every SourceError
+        self.path = path
+        self.index = index
+
+    def __reduce__(self):  # args hold the message alone: rebuild from what __init__ takes
+        return type(self), (self.path, self.detail, self.index)

@@ -23,6 +23,7 @@ A decoded frame is a :class:`Frame` whose ``source`` is an ordinary :class:`~ssr
 from __future__ import annotations
 
 import abc
+import os
 from collections import OrderedDict
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import numpy as np
 import xxhash
 
 from .core import DepthMap, Source
+from .errors import BadFrame, SourceError
 from .imaging import digest_text
 
 FRAME_CACHE = 24  # decoded frames kept per open sequence (tasks retry attempts on the same frames)
@@ -125,29 +127,66 @@ class Sequence(abc.ABC):
 
     def frames(self, indices: Seq[int]) -> list[Frame]:
         """The frames at ``indices`` (any order, repeats allowed), decoding only those not cached, in ascending
-        order (one forward pass of seeks through a video)."""
-        cache = self._cache()
+        order (one forward pass of seeks through a video).
+
+        A frame that cannot be decoded raises :class:`~ssrl_plugin.errors.BadFrame` (a rejected draw, not a dead
+        sequence): always for the first bad index in ``indices`` order, whatever was decoded or cached before, so
+        which frame is reported never depends on visit order or worker count. Bad frames are remembered, and a
+        request starting with one raises at once."""
+        cache, bad = self._cache(), self._bad_frames()
         wanted = [int(i) for i in indices]
         for i in wanted:
             if not 0 <= i < len(self):
                 raise IndexError(f"{self.id}: frame {i} out of range [0, {len(self)})")
-        missing = sorted({i for i in wanted if i not in cache})
+        # only the frames before the first known-bad one decide which bad frame comes first
+        stop = next((k for k, i in enumerate(wanted) if i in bad), len(wanted))
+        missing = sorted({i for i in wanted[:stop] if i not in cache})
         if missing:
-            for i, (rgb, depth, digest) in zip(missing, self._decode(missing)):
+            try:
+                decoded = list(zip(missing, self._decode(missing)))
+            except SourceError:
+                # one frame alone at a time: the bad ones are then the same whatever batch they came in
+                decoded = []
+                for i in missing:
+                    try:
+                        decoded.append((i, self._decode([i])[0]))
+                    except SourceError as exc:
+                        bad[i] = str(exc)
+            for i, (rgb, depth, digest) in decoded:
                 src = Source(id=f"{self.id}#{i}", rgb=rgb, digest=digest, depth=depth,
                              info={"frame_index": i, "timestamp": float(self.timestamps[i])})
                 cache[i] = Frame(i, float(self.timestamps[i]), src, self.pose(i), self.intrinsics)
+        first_bad = next((i for i in wanted if i in bad), None)
         out = []
-        for i in wanted:
-            cache.move_to_end(i)
-            out.append(cache[i])
+        if first_bad is None:
+            for i in wanted:
+                cache.move_to_end(i)
+                out.append(cache[i])
         # evict only now: evicting while the missing frames went in could drop a wanted frame that was cached
         while len(cache) > FRAME_CACHE:
             cache.popitem(last=False)
+        if first_bad is not None:
+            raise BadFrame(self._frame_file(bad[first_bad], first_bad), bad[first_bad], first_bad)
         return out
 
     def frame(self, index: int) -> Frame:
         return self.frames([index])[0]
+
+    def _bad_frames(self) -> dict[int, str]:
+        """Frames found undecodable: index -> the one-line message of their SourceError."""
+        return self.__dict__.setdefault("_bad_frame_errors", {})
+
+    def _frame_file(self, message: str, index: int) -> str:
+        """The file a bad frame's message names (SourceError messages start with ``PATH: ``: the first prefix that
+        exists or lies in the sequence's folder, since a path may hold ": " itself); ``<sequence>#<index>`` when
+        that is the sequence's own file (a video: its frames are no files of their own) or no file is named."""
+        own = self.info.get("path") if isinstance(getattr(self, "info", None), dict) else None
+        inside = os.path.join(own, "") if own else None
+        parts = message.split(": ")
+        for head in (": ".join(parts[:k]) for k in range(1, len(parts))):
+            if os.path.exists(head) or (inside and head.startswith(inside)):
+                return head if head != own and not os.path.isdir(head) else f"{own}#{index}"
+        return f"{own or self.id}#{index}"
 
     def _cache(self) -> OrderedDict:
         cache = self.__dict__.get("_frame_cache")
