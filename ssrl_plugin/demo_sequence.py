@@ -69,12 +69,16 @@ ROLL_MAX = 0.03  # tangent of the roll
 COS_MAX_YAW = 0.8191520442889918  # cos(35 degrees), as a literal: thresholds must not depend on libm
 VIEW_X, VIEW_Y, VIEW_Z = 0.5, 0.3, 0.5  # "object in view": |x| <= VIEW_X z, |y| <= VIEW_Y z, z >= VIEW_Z
 MAX_ATTEMPTS = 60  # candidate segments drawn before the fallback turn
-SEQ_VERSION = 1  # bump when paths or rendering change (enters the sequence digest)
+SEQ_VERSION = 2  # bump when paths or rendering change (enters the sequence digest)
 
 # Motion kind -> (weight, frames range); the per-frame step parameters are drawn in _draw_segment.
+# Travel has no time arrow on average: a corpus that mostly walks forward lets "the frames get less sharp" order
+# temporal_order's frames without matching them (measured: +6 points over chance at 1,000 rows). Backing up is
+# blocked by walls more often, hence its larger weight; arcs travel either way. Over 100 sequences of 48 frames
+# 18.4 % of the frame steps go forward by more than 1 cm and 20.4 % back, mean -2.2 mm (version 1: 31 % / 9 %).
 MOTIONS: dict[str, tuple[float, tuple[int, int]]] = {
-    "forward": (2.0, (4, 12)),
-    "back": (1.0, (4, 12)),
+    "forward": (1.0, (4, 12)),
+    "back": (2.0, (4, 12)),
     "strafe_left": (1.0, (4, 12)),
     "strafe_right": (1.0, (4, 12)),
     "turn_left": (1.5, (4, 12)),
@@ -279,7 +283,7 @@ def _draw_segment(rng: np.random.Generator, s: PathState, short: bool, previous:
     if motion == "forward":
         kw["forward"] = float(rng.uniform(0.05, 0.15))
     elif motion == "back":
-        kw["forward"] = -float(rng.uniform(0.05, 0.12))
+        kw["forward"] = -float(rng.uniform(0.05, 0.15))
     elif motion.startswith("strafe"):
         kw["lateral"] = sign * float(rng.uniform(0.05, 0.12))
     elif motion.startswith("turn"):
@@ -287,7 +291,7 @@ def _draw_segment(rng: np.random.Generator, s: PathState, short: bool, previous:
     elif motion in ("rise", "sink"):
         kw["vertical"] = sign * float(rng.uniform(0.03, 0.06))
     elif motion.startswith("arc"):
-        kw["forward"] = float(rng.uniform(0.05, 0.12))
+        kw["forward"] = float(rng.choice((-1.0, 1.0))) * float(rng.uniform(0.05, 0.12))
         kw["yaw"] = sign * float(rng.uniform(0.0175, 0.0524))  # tan(1 deg), tan(3 deg)
     else:  # orbit: sideways while turning back towards a point `radius` ahead (yaw tangent ~ step / radius)
         step = float(rng.uniform(0.05, 0.12))

@@ -238,7 +238,7 @@ def test_generate_rejections():
 
 
 # ------------------------------------------------------------------------------------ answers, verify, options
-@pytest.mark.parametrize("seq_of", [tour, lambda: demo(0), lambda: demo(2)], ids=["room", "demo0", "demo2"])
+@pytest.mark.parametrize("seq_of", [tour, lambda: demo(0), lambda: demo(4)], ids=["room", "demo0", "demo4"])
 def test_answers_rederived_and_verified(seq_of):
     seq = seq_of()
     made = samples(seq, 24) + samples(seq, 8, {"reverse": False}, seed=1)
@@ -378,7 +378,7 @@ def test_hooks_run_on_generated_rows(monkeypatch):
     for params in (audit_learned.HGB_PARAMS, audit_learned.GROUP_PARAMS):  # a smoke test: small fits
         monkeypatch.setitem(params, "max_iter", 5)
 
-    rows = rows_of(samples(demo(0), 16) + samples(demo(2), 16), "demo")
+    rows = rows_of(samples(demo(0), 16) + samples(demo(4), 16), "demo")
     assert len(rows) >= 12
     for r in rows:
         assert hooks.check_metadata(r.answer, r.metadata) == []

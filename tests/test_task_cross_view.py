@@ -199,7 +199,7 @@ def test_verify_catches_tampering():
 
 
 def test_deterministic_and_balanced():
-    seq = demo_seq(1)
+    seq = demo_seq(2)
     a, b = make(seq, 5, 2), make(seq, 5, 2)
     assert a is not None and b is not None
     assert json.dumps(a.metadata, sort_keys=True) == json.dumps(b.metadata, sort_keys=True)
@@ -287,8 +287,8 @@ def test_levels_declared_and_monotone():
     check_declared_levels("cross_view")
     med = {}
     for level in (1, 2, 3):
-        got = samples(level, n_seq=5, per=2)
-        assert len(got) >= 6, f"level {level}: {len(got)} samples of 10 draws"
+        got = samples(level, n_seq=8, per=2)  # level 3 wants 20-50 degrees: about half the draws find a pair
+        assert len(got) >= 6, f"level {level}: {len(got)} samples of 16 draws"
         diffs = [CrossViewTask({"level": level}).difficulty(s.metadata) for _, s in got]
         med[level] = {k: float(np.median([d[k] for d in diffs])) for k in diffs[0]}
         for _, s in got[:2]:
