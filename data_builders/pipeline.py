@@ -593,7 +593,8 @@ def build(config: BuildConfig, overwrite: bool = False, progress: bool | None = 
         given = ", ".join([*(f"--rgb {r}" for r in config.rgb), *(f"--rgbd {r}" for r in config.rgbd),
                            *(f"--sequences {r}" for r in config.sequences)])
         first = f"; first of {len(pools.skipped)} skipped: {pools.skipped[0][0]}: {pools.skipped[0][1]}" if pools.skipped else ""
-        raise NothingUsable(f"no usable source images found in {given}{first}")
+        what = "sources (images, videos or sequences)" if config.sequences else "source images"
+        raise NothingUsable(f"no usable {what} found in {given}{first}")
     tasks = active_tasks(config, pools)
     try:
         state = start_output(out, config, overwrite, resume, notify or (lambda _: None))

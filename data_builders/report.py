@@ -164,15 +164,17 @@ def curriculum_stages(plan, stage_rows: list[int]) -> dict[str, Any]:
 def summary_table(manifest: dict[str, Any]) -> str:
     """Plain-text table of samples per task and split, then inputs, shortfalls and the content hash."""
     counts = manifest["counts"]
-    lines = [f"{'task':<10}{'train':>8}{'val':>8}{'rejected':>10}"]
+    tasks = [*counts["total"], *(t for t in manifest["rejected"] if t not in counts["total"])]  # 0-row tasks too
+    w = max([10, *(len(t) + 2 for t in tasks)])
+    lines = [f"{'task':<{w}}{'train':>8}{'val':>8}{'rejected':>10}"]
     totals = Counter()
-    for t in counts["total"]:
+    for t in tasks:
         row = {"train": sum(counts.get("train", {}).get(t, {}).values()),
                "val": sum(counts.get("val", {}).get(t, {}).values()),
                "rejected": sum(v for k, v in manifest["rejected"].get(t, {}).items() if k != "gave_up_after_attempts")}
         totals.update(row)
-        lines.append(f"{t:<10}{row['train']:>8}{row['val']:>8}{row['rejected']:>10}")
-    lines.append(f"{'total':<10}{totals['train']:>8}{totals['val']:>8}{totals['rejected']:>10}")
+        lines.append(f"{t:<{w}}{row['train']:>8}{row['val']:>8}{row['rejected']:>10}")
+    lines.append(f"{'total':<{w}}{totals['train']:>8}{totals['val']:>8}{totals['rejected']:>10}")
     inputs = manifest.get("inputs")
     if inputs:
         lines.append(f"inputs: {inputs['total']} = {inputs['used']} used + {inputs['not_needed']} not needed + "

@@ -159,6 +159,18 @@ def test_a_corrupt_frame_in_a_frames_folder_keeps_the_sequence_and_is_listed(cli
     assert "inputs: 1 = 1 used + 0 not needed + 0 skipped + 0 without a sample" in summary
 
 
+
+def test_summary_lists_a_task_that_made_no_rows(clip_built):
+    """A task every draw of which was rejected still has its line (0 rows, its rejections), in a column wide
+    enough for the longest task name."""
+    m = manifest(clip_built["1"])
+    m["rejected"]["camera_motion"] = {"camera_motion/few_motions": 7, "gave_up_after_attempts": 2}
+    lines = summary_table(m).splitlines()
+    row = next(line for line in lines if line.startswith("camera_motion "))
+    assert row.split() == ["camera_motion", "0", "0", "7"]
+    header = lines[0]
+    assert all(len(line) == len(header) for line in lines[1:4]), lines[:4]
+
 def test_same_bytes_and_same_skipped_frames_for_any_number_of_workers(clip_built):
     one, two = manifest(clip_built["1"]), manifest(clip_built["2"])
     assert one["content_hash"] == two["content_hash"] and one["files"] == two["files"]
