@@ -15,8 +15,10 @@
   since statistics drift smoothly with the content and "least like the anchor comes last" is continuity seen through
   a keyhole. The time-arrow test (:func:`time_arrow`: forward vs reversed from the statistics in time order) is
   counted without an anchor; with one it is reference (the question gives the direction). It found 55-60 % on the
-  demo paths of version 1, which moved forward in 31 % of the frame steps and back in 9 %; version 2 travels both
-  ways about as often (18 % / 20 %).
+  demo paths of version 1, which moved forward in 31 % of the frame steps and back in 9 %, and still 58.6 % on
+  version 2 (1,000 rows, seed 41), which travels both ways about as often (18 % / 20 %) but starts every path at
+  the room's edge looking in. With version 2 the counted "sorted in time" rules fell from +6.4 points (sharpness)
+  to at most +2.8 on the same build.
 - Sighted solver (``sighted_item`` + ``sighted``): the visual-continuity path on the STORED images (thumbnails as the
   task measures them, from each item's last shown frame to the next item's first), the anchor fixed from the
   question, every order scored; it must solve level-1 rows (and rows without a level); harder levels are reference.
