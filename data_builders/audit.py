@@ -593,6 +593,19 @@ class AuditReport:
         return d
 
 
+def decision_bound(r: SolverResult, z: float) -> float:
+    """Lower confidence bound of a blind solver's accuracy for the FAIL decision.
+
+    A rule's score is the sum of its two cross-fitted halves. Each half is binomial, but the two are positively
+    correlated: both are high when the halves happen to lean the same way (the rule fitted on one half then fits the
+    other), so the sum varies up to twice as much as one binomial of n (Cauchy-Schwarz). Measured with answers
+    drawn at random on a 300-row cross_view build, the plain binomial bound failed 16 % of audits instead of at
+    most 5 %. Rules are therefore decided on half their count (same accuracy, n / 2)."""
+    if r.kind == "rule":
+        return wilson(r.score / 2, r.n / 2, z)[0]
+    return wilson(r.score, r.n, z)[0]
+
+
 def _decide(report: AuditReport) -> None:
     """Accuracy, margin, 95 % interval and status of every result (rules: threshold; learned: learned_threshold;
     both with the Bonferroni lower bound; sighted: solvable at audit_sighted.SIGHTED_MIN or above, else FAIL)."""
@@ -615,7 +628,7 @@ def _decide(report: AuditReport) -> None:
             r.status = "reference"
         elif r.n < report.min_n:
             r.status = "few samples"
-        elif wilson(r.score, r.n, report.z_decision)[0] > r.chance:
+        elif decision_bound(r, report.z_decision) > r.chance:
             r.status = "FAIL"
         else:
             r.status = "not significant"

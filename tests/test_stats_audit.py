@@ -207,3 +207,28 @@ def test_audit_user_errors(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text("{}")
     assert main(["stats", str(tmp_path)]) == 2
     assert "parquet" in capsys.readouterr().err
+
+
+def test_rule_decision_is_calibrated_under_random_answers():
+    """Random answers (no shortcut can exist): the two cross-fitted halves of a rule are correlated, so the plain
+    binomial bound over the summed score fails far more often than its 5 % family-wise rate; the decision bound
+    (half the count) stays within it."""
+    import random
+    from statistics import NormalDist
+
+    from data_builders import audit as A
+    from data_builders.task_hooks import cross_view as H
+
+    rng = random.Random(7)
+    feats = [{k: [rng.random() for _ in range(4)] for k in (*H.POSITION, *H.REGION)} for _ in range(300)]
+    z = NormalDist().inv_cdf(1 - 0.05 / 12)
+    plain = halved = 0
+    for _ in range(60):
+        items = []
+        for i, f in enumerate(feats):
+            a = rng.randrange(4)
+            items.append({"id": str(i), "group": str(i // 8), "answer": "ABCD"[a], "answer_index": a, "feats": f})
+        rs = H.audit(items, "cross_view")
+        plain += any(r.score / r.n - r.chance > 0.05 and A.wilson(r.score, r.n, z)[0] > r.chance for r in rs)
+        halved += any(r.score / r.n - r.chance > 0.05 and A.decision_bound(r, z) > r.chance for r in rs)
+    assert halved <= 3 < plain, (halved, plain)
